@@ -1,0 +1,3 @@
+def register(parser):
+    '''plan parallel layouts'''
+
