@@ -93,7 +93,8 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], min_width: int = 0) -> None:
+    """A rich table on stdout; `min_width` keeps wide tables readable when stdout is a pipe (80 columns)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -102,7 +103,10 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(str(col))
     for row in rows:
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    Console().print(table)
+    console = Console()
+    if min_width and console.width < min_width:
+        console = Console(width=min_width)
+    console.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except BrokenPipeError:  # `anemone ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     return int(rc or 0)
 
 
