@@ -1,0 +1,1 @@
+"""Data for training: chat/prompt-completion tokenization with assistant-only labels, collation, packing."""
