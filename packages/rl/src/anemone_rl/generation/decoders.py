@@ -1,0 +1,180 @@
+"""Batched forward passes with a KV cache, for the torch generation backend.
+
+`FastDecoder` runs Llama-family HF models (llama, mistral, qwen2, qwen3) itself: fused QKV and gate/up
+matmuls, a preallocated cache and a boolean key mask, so a decode step is few large ops (on CPU, the per-op
+overhead of the HF stack dominates a 135M model). It reads the HF module's weights, so a refit of the HF
+module followed by `refresh()` is all weight sync needs. `HFDecoder` is the fallback for any other causal LM
+(MoE, sliding windows) through `model(..., past_key_values=DynamicCache)`.
+
+Both take left-padded prompts: ids (B, P) with `valid` (B, P) marking real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+FAST_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+def fast_supported(model: torch.nn.Module) -> bool:
+    cfg = model.config
+    if cfg.model_type not in FAST_TYPES:
+        return False
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return False
+    return getattr(cfg, "hidden_act", "silu") == "silu"
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class FastDecoder:
+    """Llama-family decoding with a static KV cache of shape (layers, B, kv_heads, max_len, head_dim)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        cfg = model.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = cfg.rms_norm_eps
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Rebuild the fused weights from the HF module (after its weights changed)."""
+        self.layers = []
+        for layer in self.model.model.layers:
+            att, mlp = layer.self_attn, layer.mlp
+            bias = None
+            if att.q_proj.bias is not None:
+                bias = torch.cat([att.q_proj.bias, att.k_proj.bias, att.v_proj.bias])
+            self.layers.append({
+                "ln1": layer.input_layernorm.weight,
+                "qkv": torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),  # (Hq+2Hkv)*D, E
+                "qkv_b": bias,
+                "q_norm": getattr(att, "q_norm", None),
+                "k_norm": getattr(att, "k_norm", None),
+                "o": att.o_proj.weight,
+                "o_b": att.o_proj.bias,
+                "ln2": layer.post_attention_layernorm.weight,
+                "gate_up": torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),  # 2I, E
+                "down": mlp.down_proj.weight,
+            })
+        self.embed = self.model.model.embed_tokens.weight
+        self.final_norm = self.model.model.norm.weight
+        self.head = self.model.lm_head.weight
+        self.head_b = getattr(self.model.lm_head, "bias", None)
+
+    def start(self, batch: int, max_len: int) -> None:
+        p = self.embed
+        shape = (len(self.layers), batch, self.n_kv, max_len, self.head_dim)
+        self.k = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.v = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.key_valid = torch.zeros(batch, max_len, dtype=torch.bool, device=p.device)
+        self.length = 0  # cache slots used (same for every row; padding is masked)
+        self.pos = torch.zeros(batch, dtype=torch.long, device=p.device)  # next position id per row
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop finished rows from the cache: rows (B',) indices to keep."""
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        self.key_valid, self.pos = self.key_valid[rows], self.pos[rows]
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids (B, S), pos (B, S) position ids, mask (B, 1, S, length+S) -> last hidden logits (B, V)."""
+        B, S = ids.shape
+        H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
+        t0, t1 = self.length, self.length + S
+        x = F.embedding(ids, self.embed)  # (B, S, E)
+        cos, sin = self.model.model.rotary_emb(x, pos)  # (B, S, D) each
+        cos, sin = cos[:, None], sin[:, None]  # (B, 1, S, D)
+        for i, w in enumerate(self.layers):
+            h = F.rms_norm(x, (x.shape[-1],), w["ln1"], self.eps)
+            qkv = F.linear(h, w["qkv"], w["qkv_b"])  # (B, S, (H + 2 Hkv) D)
+            q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
+            q = q.view(B, S, H, D)
+            k = k.view(B, S, Hkv, D)
+            if w["q_norm"] is not None:  # qwen3: RMSNorm per head on q and k
+                q, k = w["q_norm"](q), w["k_norm"](k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, S, D), (B, Hkv, S, D)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            self.k[i, :, :, t0:t1] = k
+            self.v[i, :, :, t0:t1] = v.view(B, S, Hkv, D).transpose(1, 2)
+            att = F.scaled_dot_product_attention(
+                q, self.k[i, :, :, :t1], self.v[i, :, :, :t1], attn_mask=mask, enable_gqa=H != Hkv
+            )  # (B, H, S, D)
+            x = x + F.linear(att.transpose(1, 2).reshape(B, S, H * D), w["o"], w["o_b"])
+            h = F.rms_norm(x, (x.shape[-1],), w["ln2"], self.eps)
+            gate, up = F.linear(h, w["gate_up"]).chunk(2, dim=-1)  # (B, S, I) each
+            x = x + F.linear(F.silu(gate) * up, w["down"])
+        self.length = t1
+        last = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, self.eps)  # (B, E)
+        return F.linear(last, self.head, self.head_b)  # (B, V)
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Left-padded prompts ids (B, P), valid (B, P) -> next-token logits (B, V)."""
+        B, P = ids.shape
+        pos = (valid.long().cumsum(-1) - 1).clamp_min(0)  # (B, P)
+        self.key_valid[:, :P] = valid
+        causal = torch.ones(P, P, dtype=torch.bool, device=ids.device).tril()  # (P, P)
+        mask = causal[None] & valid[:, None, :]  # (B, P, P)
+        mask |= torch.eye(P, dtype=torch.bool, device=ids.device)[None]  # pad rows see themselves: no NaN
+        self.pos = valid.long().sum(-1)  # (B,)
+        return self._forward(ids, pos, mask[:, None])
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One new token per row, tokens (B,) -> logits (B, V)."""
+        t = self.length
+        self.key_valid[:, t] = True
+        mask = self.key_valid[:, None, None, : t + 1]  # (B, 1, 1, t+1)
+        logits = self._forward(tokens[:, None], self.pos[:, None], mask)
+        self.pos = self.pos + 1
+        return logits
+
+
+class HFDecoder:
+    """Any HF causal LM through its own forward and DynamicCache (no row compaction)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def refresh(self) -> None:
+        pass
+
+    def start(self, batch: int, max_len: int) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.mask: torch.Tensor | None = None
+        self.pos: torch.Tensor | None = None
+
+    def keep(self, rows: torch.Tensor) -> None:
+        raise NotImplementedError("HFDecoder does not compact rows")
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        self.mask = valid.long()
+        pos = (self.mask.cumsum(-1) - 1).clamp_min(0)
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=pos, past_key_values=self.cache,
+                         use_cache=True, logits_to_keep=1)
+        self.pos = self.mask.sum(-1)
+        return out.logits[:, -1]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        assert self.mask is not None and self.pos is not None
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=-1)
+        out = self.model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.pos[:, None],
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.pos = self.pos + 1
+        return out.logits[:, -1]
+
+
+def build_decoder(model: torch.nn.Module, fast: bool = True) -> FastDecoder | HFDecoder:
+    return FastDecoder(model) if fast and fast_supported(model) else HFDecoder(model)
