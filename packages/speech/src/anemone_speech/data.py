@@ -1,0 +1,75 @@
+"""Datasets and the LightningDataModule: manifest -> (waveform, token ids) batches bucketed by duration."""
+
+from __future__ import annotations
+
+import random
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from anemone_speech.audio import read_audio
+from anemone_speech.features import speed_perturb
+from anemone_speech.manifest import BucketBatchSampler, Utterance
+from anemone_speech.text import normalize_text
+from anemone_speech.tokenizers import BPETokenizer, CharTokenizer
+
+
+class AudioTextDataset(Dataset):
+    """Item i: (waveform (N,), token ids (L,), duration in seconds after perturbation)."""
+
+    def __init__(self, utts: list[Utterance], tokenizer: CharTokenizer | BPETokenizer, sample_rate: int = 16_000,
+                 speed_factors: list[float] | None = None, seed: int = 0) -> None:
+        self.utts, self.tokenizer, self.sample_rate = utts, tokenizer, sample_rate
+        self.speed_factors = speed_factors or []
+        self.rng = random.Random(seed)
+        self.targets = [torch.tensor(tokenizer.encode(normalize_text(u.text)), dtype=torch.long) for u in utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        wav = read_audio(self.utts[i].audio_filepath, self.sample_rate)
+        if self.speed_factors:
+            wav = speed_perturb(wav, self.rng.choice(self.speed_factors))
+        return wav, self.targets[i]
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Pad to the longest item: wav (B, N), wav_lens (B,), targets (B, L), target_lens (B,)."""
+    wavs, targets = zip(*batch, strict=True)
+    wav_lens = torch.tensor([w.shape[0] for w in wavs])
+    target_lens = torch.tensor([t.shape[0] for t in targets])
+    wav = torch.zeros(len(wavs), int(wav_lens.max()))
+    tgt = torch.zeros(len(targets), max(1, int(target_lens.max())), dtype=torch.long)
+    for i, (w, t) in enumerate(zip(wavs, targets, strict=True)):
+        wav[i, : w.shape[0]] = w
+        tgt[i, : t.shape[0]] = t
+    return {"wav": wav, "wav_lens": wav_lens, "targets": tgt, "target_lens": target_lens}
+
+
+class SpeechDataModule(pl.LightningDataModule):
+    """Train/validation loaders over manifests; training batches are duration-bucketed and sharded per rank."""
+
+    def __init__(self, train: list[Utterance], validation: list[Utterance], tokenizer: CharTokenizer | BPETokenizer,
+                 batch_size: int = 16, num_buckets: int = 8, num_workers: int = 0, sample_rate: int = 16_000,
+                 speed_factors: list[float] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.train_utts, self.val_utts, self.tokenizer = train, validation, tokenizer
+        self.batch_size, self.num_buckets, self.num_workers = batch_size, num_buckets, num_workers
+        self.sample_rate, self.speed_factors, self.seed = sample_rate, speed_factors, seed
+
+    def _loader(self, utts: list[Utterance], train: bool) -> DataLoader:
+        ds = AudioTextDataset(utts, self.tokenizer, self.sample_rate, self.speed_factors if train else None, self.seed)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = BucketBatchSampler([u.duration for u in utts], self.batch_size, shuffle=train, seed=self.seed,
+                                     num_replicas=world if train else 1, rank=rank if train else 0,
+                                     num_buckets=self.num_buckets if train else 1)
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_utts, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_utts, train=False)
