@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, register in groups.items():
         gp = sub.add_parser(name, help=_first_line(register), description=_first_line(register))
         gp.set_defaults(func=lambda args, _gp=gp: (_gp.print_help(), 0)[1])
-        register(gp)
+        try:
+            register(gp)
+        except Exception as exc:  # a plugin that fails while adding its verbs is reported, not fatal
+            why = f"{type(exc).__name__}: {exc}"
+            gp.help = f"(failed to load: {why})"
+            gp.set_defaults(func=lambda args, _why=why, _n=name: _fail(f"command group '{_n}' failed to load: {_why}"))
     for name, why in broken.items():
         gp = sub.add_parser(name, help=f"(failed to load: {why})")
         gp.set_defaults(func=lambda args, _why=why, _n=name: _fail(f"command group '{_n}' failed to load: {_why}"))
