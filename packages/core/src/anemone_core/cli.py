@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
             register(gp)
         except Exception as exc:  # a plugin that fails while adding its verbs is reported, not fatal
             why = f"{type(exc).__name__}: {exc}"
-            gp.help = f"(failed to load: {why})"
+            for choice in sub._choices_actions:  # show the failure in `anemone --help` too
+                if choice.dest == name:
+                    choice.help = f"(failed to load: {why})"
             gp.set_defaults(func=lambda args, _why=why, _n=name: _fail(f"command group '{_n}' failed to load: {_why}"))
     for name, why in broken.items():
         gp = sub.add_parser(name, help=f"(failed to load: {why})")

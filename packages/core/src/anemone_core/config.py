@@ -81,7 +81,7 @@ def _field_names(model_cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(cls, "model_fields", {}).keys())
 
 
-def _fix(err: dict[str, Any], model_cls: type[BaseModel]) -> str:
+def _fix(err: Any, model_cls: type[BaseModel]) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "extra_forbidden":
         names = _field_names(model_cls, err["loc"])

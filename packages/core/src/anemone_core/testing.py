@@ -38,6 +38,7 @@ def tiny_config(arch: str = "llama", **overrides: Any):
     import transformers as tf
 
     kw = dict(_COMMON)
+    cls: Any
     if arch == "llama":
         cls = tf.LlamaConfig
     elif arch == "qwen2":
