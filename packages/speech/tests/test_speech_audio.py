@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_speech.audio import read_audio, resample, write_audio
 

@@ -1,4 +1,5 @@
 import torch
+
 from anemone_speech.config import MODEL_PRESETS, ModelConfig
 from anemone_speech.conformer import ConformerCTC, RelPositionMultiHeadAttention
 

@@ -1,6 +1,7 @@
 import math
 
 import torch
+
 from anemone_speech.ctc import beam_decode, ctc_loss, greedy_decode, prefix_beam_search
 
 

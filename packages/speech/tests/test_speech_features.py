@@ -1,4 +1,5 @@
 import torch
+
 from anemone_speech.features import LogMel, mel_filterbank, spec_augment, speed_perturb
 
 

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+
 from anemone_core.errors import AnemoneError
 from anemone_speech.manifest import (
     BucketBatchSampler,

@@ -1,4 +1,5 @@
 import pytest
+
 from anemone_core.errors import AnemoneError
 from anemone_speech.tokenizers import build_tokenizer, load_tokenizer
 from anemone_speech.words import WORDS

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import soundfile as sf
+
 from anemone_core.cli import _fail
 from anemone_core.config import load_config
 from anemone_core.errors import AnemoneError
@@ -107,6 +108,7 @@ def test_transcribe_cli_resamples_and_reports_errors(trained, corpus, tmp_path, 
     model = f"{trained['output_dir']}/model"
     wav, sr = sf.read(str(corpus / "wavs" / "test_000000.wav"))
     import torch
+
     from anemone_speech.audio import resample
 
     odd = tmp_path / "at_22k.wav"

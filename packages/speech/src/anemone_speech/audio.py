@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from anemone_core.errors import AnemoneError
 
 SAMPLE_RATE = 16_000

@@ -11,7 +11,6 @@ DEFAULT_RUN = "speech_run"
 def register(parser: argparse.ArgumentParser) -> None:
     """speech recognition on PyTorch Lightning: Conformer-CTC, manifests, tokenizers, WER, transcribe"""
     from anemone_core.config import add_config_args
-
     from anemone_speech.config import SpeechTrainConfig
     from anemone_speech.synth import SynthConfig
 
@@ -49,7 +48,6 @@ def _synth(args: argparse.Namespace) -> int:
     from anemone_core.cli import print_json, print_table
     from anemone_core.config import config_from_args
     from anemone_core.io import atomic_dir
-
     from anemone_speech.synth import SynthConfig, synthesize
 
     cfg = config_from_args(SynthConfig, args)
@@ -68,7 +66,6 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from anemone_core.cli import print_json, print_table
     from anemone_core.config import config_from_args
-
     from anemone_speech.config import SpeechTrainConfig
     from anemone_speech.train import train
 
@@ -87,9 +84,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _run_inference(args: argparse.Namespace) -> dict:
     import torch
+
     from anemone_core.errors import AnemoneError
     from anemone_core.metrics import progress
-
     from anemone_speech.manifest import Utterance, write_manifest
     from anemone_speech.model_io import load_model
     from anemone_speech.transcribe import inputs_to_utterances, transcribe_utterances

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from anemone_core.errors import AnemoneError
-
 from anemone_speech.conformer import ConformerCTC
 from anemone_speech.tokenizers import BPETokenizer, CharTokenizer, load_tokenizer
 

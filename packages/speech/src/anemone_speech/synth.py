@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
+
 from anemone_core.config import AnemoneConfig
 from anemone_core.errors import AnemoneError
 from anemone_core.metrics import progress
-from pydantic import Field, model_validator
-
 from anemone_speech.audio import resample, write_audio
 from anemone_speech.manifest import Utterance, write_manifest
 from anemone_speech.words import WORDS
@@ -156,14 +156,21 @@ def synthesize(cfg: SynthConfig, out: Path, show_progress: bool = True) -> dict[
     return result
 
 
-def cached_corpus(cfg: SynthConfig, show_progress: bool = True) -> Path:
-    """The corpus for `cfg` under $ANEMONE_HOME/speech/, synthesized once (atomically) and reused after."""
+def corpus_folder(cfg: SynthConfig) -> Path:
+    """$ANEMONE_HOME/speech/synth-<hash of every setting that changes the audio>."""
     import hashlib
 
-    from anemone_core.io import anemone_home, atomic_dir
+    from anemone_core.io import anemone_home
 
     key = hashlib.sha1(cfg.model_dump_json(exclude={"out_dir", "workers"}).encode()).hexdigest()[:12]
-    folder = anemone_home() / "speech" / f"synth-{key}"
+    return anemone_home() / "speech" / f"synth-{key}"
+
+
+def cached_corpus(cfg: SynthConfig, show_progress: bool = True) -> Path:
+    """The corpus for `cfg` under $ANEMONE_HOME/speech/, synthesized once (atomically) and reused after."""
+    from anemone_core.io import atomic_dir
+
+    folder = corpus_folder(cfg)
     if not (folder / "test.jsonl").is_file():
         with atomic_dir(folder, overwrite=True) as tmp:
             synthesize(cfg, tmp, show_progress)

@@ -7,20 +7,40 @@ Multi-GPU (Lightning DDP):                                    anemone speech tra
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_core.io import atomic_dir, atomic_write_text
 from anemone_core.metrics import write_run_config
-
 from anemone_speech.config import SpeechTrainConfig
 from anemone_speech.manifest import Utterance, filter_by_duration, read_manifest
 from anemone_speech.text import normalize_text
+
+
+def _rank() -> int:
+    """This process's rank under Lightning's DDP launcher (which sets LOCAL_RANK in the processes it starts)."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Rank 0 writes the run atomically; other DDP ranks get a scratch folder (Lightning saves from rank 0)."""
+    if _rank() == 0:
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
 
 
 def resolve_manifests(cfg: SpeechTrainConfig, show_progress: bool = True) -> dict[str, str | None]:
@@ -28,9 +48,14 @@ def resolve_manifests(cfg: SpeechTrainConfig, show_progress: bool = True) -> dic
     d = cfg.data
     if d.train_manifest is not None:
         return {"train": d.train_manifest, "validation": d.validation_manifest, "test": d.test_manifest}
-    from anemone_speech.synth import cached_corpus
+    from anemone_speech.synth import cached_corpus, corpus_folder
 
-    corpus = cached_corpus(d.synth, show_progress)
+    if _rank() == 0:
+        corpus = cached_corpus(d.synth, show_progress)
+    else:  # rank 0 synthesizes; the others wait for its atomic rename instead of racing it
+        corpus = corpus_folder(d.synth)
+        while not (corpus / "test.jsonl").is_file():
+            time.sleep(2)
     return {"train": str(corpus / "train.jsonl"), "validation": str(corpus / "validation.jsonl"),
             "test": d.test_manifest or str(corpus / "test.jsonl")}
 
@@ -83,7 +108,7 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
     from anemone_speech.transcribe import transcribe_utterances
 
     out = Path(cfg.output_dir).expanduser().absolute()
-    if out.exists() and not overwrite:  # fail before minutes of work, not after
+    if out.exists() and not overwrite and _rank() == 0:  # fail before minutes of work, not after
         raise AnemoneError(f"output_dir {out} already exists: pass --overwrite or set output_dir=<new folder>")
     torch.set_num_threads(cfg.trainer.threads)
     paths = resolve_manifests(cfg, show_progress)
@@ -102,7 +127,7 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
     dm = SpeechDataModule(splits["train"], splits["validation"], tokenizer, cfg.data.batch_size, cfg.data.num_buckets,
                           cfg.data.num_workers, cfg.data.sample_rate, cfg.data.speed_perturb, cfg.seed)
 
-    with atomic_dir(out, overwrite=overwrite) as run_dir:
+    with _run_folder(out, overwrite) as run_dir:
         write_run_config(run_dir, cfg)
         trainer = build_trainer(cfg, run_dir, show_progress)
         t0 = time.perf_counter()

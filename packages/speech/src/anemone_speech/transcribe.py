@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from anemone_core.errors import AnemoneError
 
+from anemone_core.errors import AnemoneError
 from anemone_speech.audio import read_audio
 from anemone_speech.conformer import ConformerCTC
 from anemone_speech.ctc import beam_decode, greedy_decode
