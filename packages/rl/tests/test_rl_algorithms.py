@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from anemone_rl.algorithms import (
     aggregate,
     clipped_policy_loss,

@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+
 from anemone_core.errors import AnemoneError
 from anemone_rl.data import arithmetic_rows, load_arithmetic, load_rows, normalize_preference, prompt_messages
 from anemone_rl.envs import RewardEnv, build_env, extract_answer, math_reward, register_reward, resolve_reward

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from anemone_core.testing import tiny_model, tiny_tokenizer
 from anemone_rl.algorithms import token_logprobs
 from anemone_rl.generation import SamplingParams, TorchGenerator

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 from anemone_core.errors import AnemoneError
-
 from anemone_rl.envs.base import RewardEnv, RewardFn
 from anemone_rl.envs.math_env import math_reward
 

@@ -1,0 +1,69 @@
+"""Run folders: fresh start, or resume from the latest complete checkpoint with the metrics cut to match.
+
+Layout: <out>/config.yaml, metrics.jsonl, checkpoints/step-000004/{model/, optimizer.pt, state.json},
+model/ (final HF folder), summary.json. A checkpoint is written to a temporary folder and renamed, so a kill
+while saving leaves the previous one as the latest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from anemone_core.errors import AnemoneError
+from anemone_core.io import atomic_dir, atomic_write_text
+
+_STEP = re.compile(r"^step-(\d{6})$")
+
+
+def checkpoints(out: Path) -> list[tuple[int, Path]]:
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / "state.json").is_file()]
+    return sorted(found)
+
+
+def prepare(out: Path, config: dict[str, Any], overwrite: bool) -> tuple[int, Path | None]:
+    """-> (step to start from, checkpoint folder to resume from or None)."""
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    ckpts = checkpoints(out)
+    if not ckpts:
+        if (out / "metrics.jsonl").exists() or (out / "model").exists():
+            raise AnemoneError(f"run.out = {str(out)!r} holds a run without a checkpoint to resume: pass "
+                               f"run.overwrite=true to start afresh, or choose another run.out")
+        out.mkdir(parents=True, exist_ok=True)
+        return 0, None
+    step, folder = ckpts[-1]
+    saved = json.loads((folder / "state.json").read_text())
+    if saved.get("config") != config:
+        changed = sorted(k for k in set(saved.get("config", {})) | set(config)
+                         if saved.get("config", {}).get(k) != config.get(k))
+        raise AnemoneError(f"run.out = {str(out)!r} holds a run with a different config (sections {changed}): "
+                           f"resume with the same config, pass run.overwrite=true, or choose another run.out")
+    truncate_metrics(out / "metrics.jsonl", step)
+    return step, folder
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after `step` (a killed run logged steps its checkpoint does not hold)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def save_checkpoint(out: Path, step: int, config: dict[str, Any], write: Callable[[Path], None], keep: int) -> Path:
+    """`write(tmp_folder)` fills the checkpoint; state.json is added and the folder renamed into place."""
+    final = out / "checkpoints" / f"step-{step:06d}"
+    with atomic_dir(final, overwrite=True) as tmp:
+        write(tmp)
+        (tmp / "state.json").write_text(json.dumps({"step": step, "config": config}, indent=2))
+    for _, old in checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

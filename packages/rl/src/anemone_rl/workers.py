@@ -1,0 +1,187 @@
+"""The Ray workers of GRPO: policy (trainer, and generator when colocated), generator, reference, environment.
+
+Each class is plain Python, so tests and single-process tools can use it directly; `start_workers` wraps
+them with `ray.remote`. Batches travel as dicts of CPU tensors through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anemone_rl.algorithms import clipped_policy_loss, masked_mean
+from anemone_rl.generation import Completion, SamplingParams
+from anemone_rl.policy import batched_logprobs, forward_logprobs, load_policy, micro_batches
+
+
+def _setup(threads: int, seed: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _generator(model: Any, tokenizer: Any, backend: str = "torch", model_path: str | None = None, **kw: Any):
+    if backend == "vllm":
+        from anemone_rl.generation.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_path, tokenizer, **kw)
+    from anemone_rl.generation import TorchGenerator
+
+    return TorchGenerator(model, tokenizer=tokenizer)
+
+
+class PolicyWorker:
+    """Holds the trained model and its optimizer; in colocated mode it also generates with the same weights."""
+
+    def __init__(self, model_path: str | None, dtype: str, optim: dict[str, Any], algo: dict[str, Any],
+                 total_steps: int, seed: int = 0, threads: int = 0, device: str = "cpu", colocated: bool = True) -> None:
+        from anemone_automodel.optim import build_optimizer, build_scheduler
+
+        _setup(threads, seed)
+        self.model, self.tokenizer = load_policy(model_path, dtype, device)
+        self.device = device
+        self.algo = algo
+        self.optim_cfg = optim
+        self.optimizer = build_optimizer(self.model, lr=optim["lr"], weight_decay=optim["weight_decay"])
+        self.scheduler = build_scheduler(self.optimizer, optim["warmup_steps"], total_steps * algo["mini_batches"],
+                                         optim["min_lr_ratio"])
+        self.gen = _generator(self.model, self.tokenizer) if colocated else None
+
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        assert self.gen is not None, "generate() on the policy worker needs colocated mode"
+        return self.gen.generate(prompts, params)
+
+    def refit_generator(self) -> float:
+        """Colocated refit: the generator shares the module; only its fused copies are rebuilt."""
+        t0 = time.perf_counter()
+        if self.gen is not None:
+            self.gen.refresh()
+        return time.perf_counter() - t0
+
+    def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batched_logprobs(self.model, _to(batch, self.device), self.algo["micro_batch_size"],
+                                self.algo["temperature"]).cpu()
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One GRPO update: `mini_batches` optimizer steps, gradients accumulated over micro-batches.
+
+        batch: input_ids/attention_mask (N, L); response_mask, gen_logprobs, [ref_logprobs], [old_logprobs]
+        (N, L-1); advantages (N,). Without old_logprobs the update is on-policy: old = current, detached.
+        """
+        a = self.algo
+        self.model.train()
+        N = batch["input_ids"].shape[0]
+        per_mini = N // a["mini_batches"]
+        sums = {"kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "mismatch": 0.0, "loss": 0.0}
+        mismatch_max, grad_norm, tokens = 0.0, 0.0, 0.0
+        for m in range(a["mini_batches"]):
+            mini = {k: v[m * per_mini : (m + 1) * per_mini] for k, v in batch.items()}
+            n_tok = float(mini["response_mask"].sum().clamp_min(1))
+            self.optimizer.zero_grad(set_to_none=True)
+            for mb in micro_batches(_to(mini, self.device), a["micro_batch_size"]):
+                lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
+                                           with_entropy=True)  # (b, W-1)
+                mask = mb["response_mask"]
+                old = mb["old_logprobs"] if "old_logprobs" in mb else lp.detach()
+                loss, st = clipped_policy_loss(
+                    lp, old, mb["advantages"], mask, a["eps_low"], a["eps_high"], a["normalization"],
+                    mb.get("ref_logprobs"), a["kl_beta"], num_tokens=n_tok, num_sequences=float(per_mini))
+                loss.backward()
+                t = float(mask.sum())
+                diff = (lp.detach() - mb["gen_logprobs"]).abs() * mask  # generator vs trainer logprobs
+                sums["loss"] += float(loss)
+                sums["kl"] += float(st.get("kl", torch.tensor(0.0))) * t
+                sums["clip_fraction"] += float(st["clip_fraction"]) * t
+                sums["entropy"] += float(masked_mean(ent, mask)) * t
+                sums["mismatch"] += float(diff.sum())
+                mismatch_max = max(mismatch_max, float(diff.max()))
+                tokens += t
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg["max_grad_norm"]))
+            self.optimizer.step()
+            self.scheduler.step()
+        tokens = max(tokens, 1.0)
+        return {"loss": sums["loss"] / a["mini_batches"], "kl": sums["kl"] / tokens,
+                "clip_fraction": sums["clip_fraction"] / tokens, "entropy": sums["entropy"] / tokens,
+                "logprob_mismatch": sums["mismatch"] / tokens, "logprob_mismatch_max": mismatch_max,
+                "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+    def save_hf(self, folder: str) -> None:
+        """The policy as a Hugging Face folder (weights + config + tokenizer)."""
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+
+    def save(self, folder: str) -> None:
+        """Resumable state into `folder` (already created): model/ (HF folder) + optimizer.pt."""
+        self.save_hf(str(Path(folder) / "model"))
+        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                   Path(folder) / "optimizer.pt")
+
+    def load_optimizer(self, folder: str) -> None:
+        state = torch.load(Path(folder) / "optimizer.pt", weights_only=True, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class ReferenceWorker:
+    """The frozen starting policy, for the KL term."""
+
+    def __init__(self, model_path: str | None, dtype: str, micro_batch_size: int, temperature: float,
+                 threads: int = 0, device: str = "cpu") -> None:
+        _setup(threads, 0)
+        self.model, _ = load_policy(model_path, dtype, device, train=False)
+        self.device, self.mbs, self.temperature = device, micro_batch_size, temperature
+
+    def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return batched_logprobs(self.model, _to(batch, self.device), self.mbs, self.temperature).cpu()
+
+
+class GeneratorWorker:
+    """A separate generator (separate mode): receives the policy's weights after every update."""
+
+    def __init__(self, model_path: str | None, dtype: str, backend: str = "torch", threads: int = 0,
+                 device: str = "cpu", seed: int = 0) -> None:
+        _setup(threads, seed)
+        model, tok = (None, None)
+        if backend == "torch":
+            model, tok = load_policy(model_path, dtype, device, train=False)
+        else:
+            from anemone_automodel.model import load_tokenizer
+
+            tok = load_tokenizer(model_path)
+        self.gen = _generator(model, tok, backend, model_path)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        return self.gen.generate(prompts, params)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> float:
+        t0 = time.perf_counter()
+        self.gen.load_weights(state_dict)
+        return time.perf_counter() - t0
+
+
+class EnvWorker:
+    """Scores responses with the configured reward function (timeouts and errors counted, never raised)."""
+
+    def __init__(self, reward: str, timeout_s: float) -> None:
+        from anemone_rl.envs import build_env
+
+        self.env = build_env(reward, timeout_s)
+
+    def step(self, rows: list[dict[str, Any]], responses: list[str]) -> tuple[list[float], dict[str, int]]:
+        results = self.env.step(rows, responses)
+        return [r.reward for r in results], dict(getattr(self.env, "counts", {}))
+
+
+def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return batch if device == "cpu" else {k: v.to(device) for k, v in batch.items()}

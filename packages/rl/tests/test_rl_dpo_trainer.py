@@ -1,0 +1,99 @@
+"""DPO and SFT end to end on a tiny model: invariants, exact resume, gradient accumulation."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from anemone_core.config import load_config
+from anemone_core.errors import ConfigError
+from anemone_core.metrics import read_metrics
+from anemone_rl.dpo_config import DPOConfig
+from anemone_rl.dpo_trainer import train as train_dpo
+from anemone_rl.sft_config import SFTConfig
+from anemone_rl.sft_trainer import sft_step, sft_tokenizer
+from anemone_rl.sft_trainer import train as train_sft
+
+
+def _dpo(tiny_dir, out, *extra):
+    return load_config(DPOConfig, None, [f"model.path={tiny_dir}", f"run.out={out}", "run.progress=false",
+                                         "data.eval_pairs=8", "dpo.batch_size=4", "dpo.micro_batch_size=2",
+                                         "optim.lr=1e-3", *extra])
+
+
+def test_dpo_starts_at_ln2_and_learns(tiny_dir, tmp_path):
+    s = train_dpo(_dpo(tiny_dir, tmp_path / "run", "dpo.steps=3"))
+    assert s["eval_start"]["eval_loss"] == pytest.approx(0.693147, abs=1e-5)  # policy == reference
+    assert s["eval_start"]["eval_margin"] == 0.0
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 3]
+    assert rows[1]["loss"] == pytest.approx(0.693147, abs=1e-4)  # the first step sees policy == reference
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_dpo_resume_after_kill_matches_uninterrupted(tiny_dir, tmp_path):
+    full = _dpo(tiny_dir, tmp_path / "full", "dpo.steps=4", "run.checkpoint_every=2", "data.eval=null")
+    train_dpo(full)
+    cut = _dpo(tiny_dir, tmp_path / "cut", "dpo.steps=4", "run.checkpoint_every=2", "data.eval=null")
+    assert train_dpo(cut, stop_after=3)["stopped_at"] == 3  # killed after step 3; the checkpoint is step 2
+    resumed = train_dpo(cut)
+    assert resumed["start_step"] == 2
+    a = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "cut" / "metrics.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("loss", "margin", "grad_norm", "lr"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+
+
+def test_dpo_refuses_changed_config_on_resume(tiny_dir, tmp_path):
+    train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null"))
+    from anemone_core.errors import AnemoneError
+
+    with pytest.raises(AnemoneError, match="different config"):
+        train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null", "dpo.beta=0.5"))
+
+
+def test_dpo_config_errors_name_values():
+    with pytest.raises(ConfigError, match="batch_size = 6 does not split into micro_batch_size = 4"):
+        load_config(DPOConfig, None, ["dpo.batch_size=6", "dpo.micro_batch_size=4"])
+    with pytest.raises(ConfigError, match="dpo.beta"):
+        load_config(DPOConfig, None, ["dpo.beta=0"])
+
+
+def test_dpo_on_user_pairs_with_sft_term(tiny_dir, tmp_path):
+    p = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+            {"chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+             "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}]}]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    s = train_dpo(_dpo(tiny_dir, tmp_path / "u", "dpo.steps=2", f"data.train={p}", "data.eval=null",
+                       "dpo.sft_weight=1.0", "dpo.loss_type=ipo", "dpo.batch_size=2"))
+    assert s["pairs"] == 2 and s["last"]["sft_loss"] > 0
+
+
+def test_sft_gradient_accumulation_is_exact(tiny_dir):
+    from anemone_automodel.model import load_model, load_tokenizer
+    from anemone_rl.config import OptimConfig
+    from anemone_rl.data import load_rows
+    from anemone_rl.local_state import LocalState
+
+    tok = load_tokenizer(tiny_dir)
+    examples = [sft_tokenizer(tok, 64, "data")(r) for r in load_rows("arithmetic:test")[:8]]
+    base = load_model(tiny_dir)
+    updated = []
+    for micro in (8, 2):
+        model = copy.deepcopy(base)
+        state = LocalState(model, tok, OptimConfig(lr=1e-2), total_steps=1)
+        sft_step(state, examples, micro, tok.pad_token_id)
+        updated.append(model.model.layers[0].mlp.up_proj.weight.detach().clone())
+    torch.testing.assert_close(updated[0], updated[1], atol=1e-6, rtol=1e-5)
+
+
+def test_sft_runs_and_reports_accuracy(tiny_dir, tmp_path):
+    cfg = load_config(SFTConfig, None, [f"model.path={tiny_dir}", f"run.out={tmp_path / 's'}", "run.progress=false",
+                                        "sft.steps=2", "data.eval_prompts=4", "data.eval_max_new_tokens=4"])
+    s = train_sft(cfg)
+    assert 0.0 <= s["eval_accuracy_end"] <= 1.0 and s["last"]["loss"] > 0
