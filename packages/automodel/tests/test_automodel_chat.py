@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from anemone_automodel.data.chat import IGNORE_INDEX, tokenize_chat, tokenize_prompt_completion, tokenize_text
 from anemone_core.errors import AnemoneError
 from anemone_core.models import default_model_dir

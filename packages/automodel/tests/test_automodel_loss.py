@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from anemone_automodel.data.collate import pad_collate
 from anemone_automodel.loss import causal_lm_loss, count_trained_tokens
 from anemone_core.testing import tiny_llama

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from anemone_automodel.lora import apply_lora
 from anemone_automodel.optim import build_optimizer, build_scheduler, warmup_cosine
 from anemone_core.errors import AnemoneError

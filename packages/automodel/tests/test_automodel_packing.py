@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from anemone_automodel.data.collate import pack_collate, pack_groups
 from anemone_automodel.loss import causal_lm_loss
 from anemone_core.testing import tiny_model

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_core.models import resolve_model
 
