@@ -1,0 +1,252 @@
+"""A local Hugging Face causal LM as an evaluation target: batched, padding-independent, prefix-cached.
+
+Tokenization follows lm-evaluation-harness exactly (context + continuation encoded together, then split;
+trailing context spaces move to the continuation; an empty context becomes the BOS token), so scores agree
+sample by sample. What differs is the arithmetic: requests sharing a context (the choices of one question)
+are packed into one row that holds the context once (a block attention mask keeps the continuations apart),
+and the LM head runs only on the positions that are scored. Padding never changes a score: no real
+position attends to a padded one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from anemone_core.errors import AnemoneError
+from anemone_evaluator.requests import GenRequest, LoglikRequest, RollingRequest, chat_messages
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 of config.json plus each weight file's name, size, first and last MiB (fast, content-based)."""
+    h = hashlib.sha256((folder / "config.json").read_bytes())
+    for f in sorted(folder.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+class LocalTarget:
+    def __init__(self, path: str | Path, batch_size: int = 16, device: str = "cpu", dtype: str = "float32",
+                 max_length: int | None = None, prefix_cache: bool = True, pack_tokens: int = 1024) -> None:
+        import torch
+        import transformers
+
+        self.path = Path(path)
+        self.name = self.path.name
+        self.batch_size, self.prefix_cache, self.pack_tokens = batch_size, prefix_cache, pack_tokens
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise AnemoneError(f"--device {device} but no CUDA GPU is visible: use --device cpu")
+        self.device = torch.device(device)
+        self.tok = transformers.AutoTokenizer.from_pretrained(self.path)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        cfg = self.model.config
+        self.max_length = max_length or next(
+            (getattr(cfg, a) for a in ("n_positions", "max_position_embeddings", "n_ctx") if getattr(cfg, a, None)),
+            2048)
+        self.prefix_id = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self._bos_text = self.tok.decode([self.prefix_id]) if self.prefix_id is not None else None
+        self._fingerprint: str | None = None
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.path)
+        return self._fingerprint
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "local", "path": str(self.path), "fingerprint": self.fingerprint(),
+                "device": str(self.device), "dtype": str(self.model.dtype).replace("torch.", ""),
+                "batch_size": self.batch_size, "prefix_cache": self.prefix_cache}
+
+    # -- text -> tokens (lm-eval's rules) ---------------------------------------------------------------------
+    def render(self, prompt: str, chat: bool, system: str | None) -> str:
+        if not chat:
+            return prompt
+        if not self.tok.chat_template:
+            raise AnemoneError(f"chat_template=true but the tokenizer in {self.path} has no chat template: "
+                               "run with chat_template=false")
+        return self.tok.apply_chat_template(chat_messages(prompt, system), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        kw = {"add_special_tokens": False} if self._bos_text and text.startswith(self._bos_text) else {}
+        return self.tok.encode(text, **kw)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if not context:
+            return [self.prefix_id], self.encode(continuation)
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole, ctx = self.encode(context + continuation), self.encode(context)
+        return ctx, whole[len(ctx):]
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+    def loglikelihood(self, reqs: list[LoglikRequest]) -> list[tuple[float, bool]]:
+        pairs = [self.encode_pair(self.render(r.prompt, r.chat, r.system), r.continuation) for r in reqs]
+        return self.score_tokens(pairs)
+
+    def loglikelihood_rolling(self, reqs: list[RollingRequest]) -> list[float]:
+        pairs, owner = [], []
+        for i, r in enumerate(reqs):
+            for ctx, cont in rolling_windows(self.encode(r.text), self.prefix_id, self.max_length):
+                pairs.append((ctx, cont))
+                owner.append(i)
+        totals = [0.0] * len(reqs)
+        for i, (ll, _) in zip(owner, self.score_tokens(pairs), strict=True):
+            totals[i] += ll
+        return totals
+
+    def score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """Sum log p(cont | ctx) and greedy-ness per (ctx, cont) token pair.
+
+        Requests sharing a context are packed into one row: the context once, then each continuation (minus
+        its last token) as a segment that attends to the context and to itself only, with positions restarting
+        where the context ends; the context's last position predicts every continuation's first token.
+        """
+        import torch
+
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        items: list[tuple[list[int], list[int]]] = []
+        for i, (ctx, cont) in enumerate(pairs):
+            full = (ctx + cont)[-(self.max_length + 1):]  # lm-eval's left truncation
+            cont = cont[-(len(full) - 1):] if len(cont) >= len(full) else cont
+            ctx = full[: len(full) - len(cont)]
+            items.append((ctx, cont))
+            # Unshared, a request is a pack of one: context + continuation under a plain causal mask.
+            groups[(tuple(ctx), i) if not self.prefix_cache else (tuple(ctx), -1)].append(i)
+        packs = []  # (context, [request ids]) with at most `pack_tokens` tokens unless one request is longer
+        for (ctx, _), members in groups.items():
+            cur: list[int] = []
+            size = len(ctx)
+            for i in members:
+                seg = max(0, len(items[i][1]) - 1)
+                if cur and size + seg > max(self.pack_tokens, len(ctx) + seg):
+                    packs.append((list(ctx), cur))
+                    cur, size = [], len(ctx)
+                cur.append(i)
+                size += seg
+            packs.append((list(ctx), cur))
+        packs.sort(key=lambda p: -(len(p[0]) + sum(len(items[i][1]) for i in p[1])))  # similar lengths together
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        with torch.inference_mode():
+            for start in range(0, len(packs), self.batch_size):
+                self._score_packs(packs[start: start + self.batch_size], items, out)
+        return out
+
+    def _score_packs(self, packs, items, out) -> None:
+        import torch
+
+        rows_ids, rows_pos, rows_scored = [], [], []  # per pack: tokens, positions, [(request, rows, targets)]
+        for ctx, members in packs:
+            ids, pos, scored, segs = list(ctx), list(range(len(ctx))), [], []
+            for i in members:
+                cont = items[i][1]
+                start = len(ids)
+                ids += cont[:-1]
+                pos += list(range(len(ctx), len(ctx) + len(cont) - 1))
+                scored.append((i, [len(ctx) - 1] + list(range(start, start + len(cont) - 1)), cont,
+                               [(start, start + len(cont) - 1)]))
+            rows_ids.append(ids)
+            rows_pos.append(pos)
+            rows_scored.append(scored)
+        width = max(len(r) for r in rows_ids)
+        n = len(rows_ids)
+        dev = self.device
+        ids_t = torch.full((n, width), self.pad_id, dtype=torch.long)  # (B, L)
+        pos_t = torch.zeros((n, width), dtype=torch.long)
+        allow = torch.zeros((n, 1, width, width), dtype=torch.bool)  # (B, 1, L, L): query may see key
+        for b, (ids, pos, scored) in enumerate(zip(rows_ids, rows_pos, rows_scored, strict=True)):
+            ids_t[b, : len(ids)] = torch.tensor(ids)
+            pos_t[b, : len(pos)] = torch.tensor(pos)
+            shared = len(ids) - sum(e - s for *_, segs in scored for s, e in segs)
+            allow[b, 0, :shared, :shared] = torch.ones(shared, shared, dtype=torch.bool).tril()
+            for *_, segs in scored:
+                for s, e in segs:  # a continuation sees the context and its own earlier tokens
+                    allow[b, 0, s:e, :shared] = True
+                    allow[b, 0, s:e, s:e] = torch.ones(e - s, e - s, dtype=torch.bool).tril()
+            pad = torch.arange(len(ids), width)
+            allow[b, 0, pad, pad] = True  # padding sees itself only, so no row is fully masked (no NaN)
+        hidden = self.model.base_model(input_ids=ids_t.to(dev), attention_mask=allow.to(dev),
+                                       position_ids=pos_t.to(dev)).last_hidden_state  # (B, L, H)
+        head = self.model.get_output_embeddings()
+        for b, scored in enumerate(rows_scored):
+            for i, rows, cont, _ in scored:
+                logp = torch.log_softmax(head(hidden[b, rows]).float(), dim=-1)  # (len(cont), V)
+                target = torch.tensor(cont, device=dev)
+                out[i] = (logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all()))
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def generate(self, reqs: list[GenRequest]) -> list[str]:
+        import torch
+
+        prompts = [self.render(r.prompt, r.chat, r.system) for r in reqs]
+        encoded = [self.encode(p) for p in prompts]
+        order = sorted(range(len(reqs)), key=lambda i: (-len(encoded[i]), prompts[i]))
+        out = [""] * len(reqs)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start: start + self.batch_size]
+            # Group by generation settings so one batch shares its stop strings and budget.
+            by_kw: dict[tuple, list[int]] = defaultdict(list)
+            for i in idx:
+                by_kw[(reqs[i].until, reqs[i].max_tokens)].append(i)
+            for (until, max_tokens), members in by_kw.items():
+                texts = self._generate_batch([encoded[i] for i in members], list(until), max_tokens, torch)
+                for i, t in zip(members, texts, strict=True):
+                    out[i] = t
+        return out
+
+    def _generate_batch(self, encoded: list[list[int]], until: list[str], max_tokens: int, torch) -> list[str]:
+        import transformers
+
+        budget = self.max_length - max_tokens
+        encoded = [e[-budget:] for e in encoded]
+        width = max(len(e) for e in encoded)
+        ids = torch.tensor([[self.pad_id] * (width - len(e)) + e for e in encoded], device=self.device)  # (B, T)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+        tok = self.tok
+
+        class StopOnStrings(transformers.StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):  # -> (B,) bool: rows whose new text holds a stop string
+                new = input_ids[:, width:]
+                return torch.tensor([any(s in tok.decode(row, skip_special_tokens=True) for s in until)
+                                     for row in new.tolist()], device=input_ids.device)
+
+        with torch.inference_mode():
+            gen = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
+                pad_token_id=self.pad_id, use_cache=True,
+                stopping_criteria=transformers.StoppingCriteriaList([StopOnStrings()] if until else []),
+                temperature=None, top_p=None, top_k=None)
+        texts = []
+        for row in gen[:, width:].tolist():
+            text = tok.decode(row, skip_special_tokens=True)
+            for s in until:
+                if s:
+                    text = text.split(s)[0]
+            texts.append(text)
+        return texts
+
+
+def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:
+    """lm-eval's disjoint rolling windows: (context tokens, scored tokens); the first is conditioned on BOS."""
+    if not tokens:
+        return []
+    first = min(max_len, len(tokens))
+    windows = [([prefix], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        n = min(len(tokens) - done, max_len)
+        end = done + n
+        window = tokens[max(0, end - max_len - 1): end - 1]
+        windows.append((window[: len(window) - (n - 1)], tokens[end - n: end]))
+        done = end
+    return windows
+
