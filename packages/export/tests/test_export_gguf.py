@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_export.gguf_export import export_gguf, gguf_name, permute_qk
 
@@ -57,6 +58,7 @@ def test_gguf_refuses_existing_and_failed(tiny_source, tmp_path):
         export_gguf(tiny_source, out, "f32")
 
 
+@pytest.mark.slow  # ~30-90 s on the shared 2-core machine; run with -m slow
 def test_embedded_model_gguf_cli(tmp_path, capsys):
     from anemone_core.cli import main
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_export.hf_export import export_hf
 from anemone_export.sources import load_source
@@ -48,6 +49,9 @@ def test_bf16_folder(tiny_source, tmp_path):
     report = export_hf(tiny_source, out, dtype="bfloat16")
     assert json.loads((out / "config.json").read_text()).get("dtype") == "bfloat16"
     assert report.ok and next(tiny_source.model.parameters()).dtype == torch.float32
+    before = {k: v.clone() for k, v in tiny_source.model.state_dict().items()}
+    export_hf(tiny_source, tmp_path / "f16", dtype="float16")
+    assert all(torch.equal(v, before[k]) for k, v in tiny_source.model.state_dict().items())  # source untouched
 
 
 def test_bad_inputs(tiny_dir, tmp_path):

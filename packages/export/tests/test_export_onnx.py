@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_export.kv_model import KVStepModel, positions_from_mask
 from anemone_export.onnx_export import OnnxStep, export_onnx
@@ -46,6 +47,7 @@ def test_onnx_refuses_when_validation_fails(tiny_source, tmp_path):
     assert not out.exists() and not list(tmp_path.iterdir())  # nothing half-written is left
 
 
+@pytest.mark.slow  # ~30-90 s on the shared 2-core machine; run with -m slow
 def test_embedded_model_onnx_cli(tmp_path, capsys):
     from anemone_core.cli import main
 

@@ -123,11 +123,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-agreement", type=float, help="min greedy-token agreement (default per dtype)")
     p.set_defaults(func=_cmd_hf)
 
-    import importlib.util
+    from anemone_export.server.serve_cli import add_serve_args  # light: pydantic and the standard library
 
-    if importlib.util.find_spec("anemone_export.server.serve_cli"):
-        from anemone_export.server.serve_cli import add_serve_args
-
-        p = sub.add_parser("serve", help="OpenAI-compatible server (torch, onnx or vllm backend; --replicas N on Ray Serve)")
-        add_serve_args(p)
-        p.set_defaults(func=_cmd_serve)
+    p = sub.add_parser("serve", help="OpenAI-compatible server (torch, onnx or vllm backend; --replicas N on Ray Serve)")
+    add_serve_args(p)
+    p.set_defaults(func=_cmd_serve)

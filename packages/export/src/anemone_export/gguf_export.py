@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from anemone_core.errors import AnemoneError, require
 from anemone_core.io import atomic_dir
-
 from anemone_export.sources import Source
 from anemone_export.validate import Report, compare_logits, reference_logits, validation_prompts
 

@@ -3,13 +3,14 @@ chat template kept, generation config kept; validated by reloading the written f
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
+
 from anemone_core.errors import AnemoneError
 from anemone_core.io import atomic_dir
-
 from anemone_export.sources import DTYPES, Source
 from anemone_export.validate import Report, compare_logits, reference_logits, validation_prompts
 
@@ -31,11 +32,9 @@ def export_hf(source: Source, out: Path, *, dtype: str = "bfloat16", max_shard_s
     prompts = validation_prompts(source.tokenizer)
     ref = reference_logits(source.model, prompts)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        cast = source.model.to(DTYPES[dtype])
-        try:
-            cast.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        finally:
-            source.model.float()  # the source stays the fp32 reference
+        cast = copy.deepcopy(source.model).to(DTYPES[dtype])  # the source stays the untouched fp32 reference
+        cast.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+        del cast
         source.tokenizer.save_pretrained(tmp)
         reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
         tok = transformers.AutoTokenizer.from_pretrained(tmp)

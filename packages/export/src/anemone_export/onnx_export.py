@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from anemone_core.errors import require
 from anemone_core.io import atomic_dir
-
 from anemone_export.kv_model import KVLayout, KVStepModel
 from anemone_export.sources import Source
 from anemone_export.validate import Report, reference_logits, validation_prompts

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from anemone_core.errors import AnemoneError, require
 from anemone_core.models import resolve_model
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from anemone_core.errors import AnemoneError
 
 # Fixed prompts: plain text, code, digits and one chat-templated question (the template is part of the check).
