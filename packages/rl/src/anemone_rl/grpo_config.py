@@ -90,6 +90,9 @@ class EnvConfig(AnemoneConfig):
 
 
 class RayConfig(AnemoneConfig):
+    enabled: bool | Literal["auto"] = "auto"
+    """true = workers are Ray actors; false = the same worker classes in this process (debugging, quick runs);
+    auto = Ray, falling back to in-process (with a warning) when a local Ray instance fails to start."""
     address: str | None = None
     """Join this Ray cluster (`auto` or host:port); unset = start a local instance."""
     num_cpus: int | None = None

@@ -41,18 +41,14 @@ def prompt_tokenizer(tokenizer: Any, max_tokens: int, field: str):
 
 def evaluate(w: Workers, items: list[tuple[dict, list[int]]], max_new_tokens: int) -> dict[str, float]:
     """Greedy accuracy on held-out prompts."""
-    import ray
-
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
-    outs = ray.get(w.generator.generate.remote([p for _, p in items], params))
-    rewards, _ = ray.get(w.env.step.remote([r for r, _ in items], [o.text or "" for o in outs]))
+    outs = w.call(w.generator, "generate", [p for _, p in items], params)
+    rewards, _ = w.call(w.env, "step", [r for r, _ in items], [o.text or "" for o in outs])
     return {"eval_accuracy": sum(r > 0 for r in rewards) / len(rewards),
             "eval_response_length": sum(len(o.token_ids) for o in outs) / len(outs)}
 
 
 def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: int) -> dict[str, Any]:
-    import ray
-
     g = cfg.grpo
     G = g.generations_per_prompt
     chosen, dropped = items.take(step_indices(len(items), step, g.prompts_per_step, cfg.run.seed))
@@ -61,9 +57,9 @@ def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: in
     params = SamplingParams(max_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                             seed=cfg.run.seed * 1_000_003 + step)
     t0 = time.perf_counter()
-    outs = ray.get(w.generator.generate.remote(prompts, params))
+    outs = w.call(w.generator, "generate", prompts, params)
     t_gen = time.perf_counter() - t0
-    rewards_list, env_counts = ray.get(w.env.step.remote(rows, [o.text or "" for o in outs]))
+    rewards_list, env_counts = w.call(w.env, "step", rows, [o.text or "" for o in outs])
     rewards = torch.tensor(rewards_list, dtype=torch.float32)  # (P*G,)
     train_rewards = rewards
     if cfg.env.shuffle_rewards:  # control run: rewards no longer belong to their responses
@@ -92,10 +88,10 @@ def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: in
     batch["gen_logprobs"] = place_response_values([outs[i].logprobs for i in keep], p_ids, batch["response_mask"].shape[1])
     t0 = time.perf_counter()
     if w.reference is not None:
-        batch["ref_logprobs"] = ray.get(w.reference.logprobs.remote(batch))
+        batch["ref_logprobs"] = w.call(w.reference, "logprobs", batch)
     if g.mini_batches > 1:  # later mini-batches are off-policy: fix the behaviour logprobs now
-        batch["old_logprobs"] = ray.get(w.policy.logprobs.remote(batch))
-    stats = ray.get(w.policy.train_step.remote(batch))
+        batch["old_logprobs"] = w.call(w.policy, "logprobs", batch)
+    stats = w.call(w.policy, "train_step", batch)
     t_train = time.perf_counter() - t0
     t_refit = w.refit()
     n_tok = float(batch["response_mask"].sum())

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 
 from anemone_rl.algorithms import clipped_policy_loss, masked_mean
+from anemone_rl.config import OptimConfig
 from anemone_rl.generation import Completion, SamplingParams
+from anemone_rl.local_state import LocalState
 from anemone_rl.policy import batched_logprobs, forward_logprobs, load_policy, micro_batches
 
 
@@ -40,16 +42,11 @@ class PolicyWorker:
 
     def __init__(self, model_path: str | None, dtype: str, optim: dict[str, Any], algo: dict[str, Any],
                  total_steps: int, seed: int = 0, threads: int = 0, device: str = "cpu", colocated: bool = True) -> None:
-        from anemone_automodel.optim import build_optimizer, build_scheduler
-
         _setup(threads, seed)
         self.model, self.tokenizer = load_policy(model_path, dtype, device)
         self.device = device
         self.algo = algo
-        self.optim_cfg = optim
-        self.optimizer = build_optimizer(self.model, lr=optim["lr"], weight_decay=optim["weight_decay"])
-        self.scheduler = build_scheduler(self.optimizer, optim["warmup_steps"], total_steps * algo["mini_batches"],
-                                         optim["min_lr_ratio"])
+        self.state = LocalState(self.model, self.tokenizer, OptimConfig(**optim), total_steps * algo["mini_batches"])
         self.gen = _generator(self.model, self.tokenizer) if colocated else None
 
     def pad_id(self) -> int:
@@ -85,7 +82,6 @@ class PolicyWorker:
         for m in range(a["mini_batches"]):
             mini = {k: v[m * per_mini : (m + 1) * per_mini] for k, v in batch.items()}
             n_tok = float(mini["response_mask"].sum().clamp_min(1))
-            self.optimizer.zero_grad(set_to_none=True)
             for mb in micro_batches(_to(mini, self.device), a["micro_batch_size"]):
                 lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
                                            with_entropy=True)  # (b, W-1)
@@ -97,40 +93,33 @@ class PolicyWorker:
                 loss.backward()
                 t = float(mask.sum())
                 diff = (lp.detach() - mb["gen_logprobs"]).abs() * mask  # generator vs trainer logprobs
-                sums["loss"] += float(loss)
+                sums["loss"] += float(loss.detach())
                 sums["kl"] += float(st.get("kl", torch.tensor(0.0))) * t
                 sums["clip_fraction"] += float(st["clip_fraction"]) * t
                 sums["entropy"] += float(masked_mean(ent, mask)) * t
                 sums["mismatch"] += float(diff.sum())
                 mismatch_max = max(mismatch_max, float(diff.max()))
                 tokens += t
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg["max_grad_norm"]))
-            self.optimizer.step()
-            self.scheduler.step()
+            grad_norm = self.state.step()
         tokens = max(tokens, 1.0)
         return {"loss": sums["loss"] / a["mini_batches"], "kl": sums["kl"] / tokens,
                 "clip_fraction": sums["clip_fraction"] / tokens, "entropy": sums["entropy"] / tokens,
                 "logprob_mismatch": sums["mismatch"] / tokens, "logprob_mismatch_max": mismatch_max,
-                "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+                "grad_norm": grad_norm, "lr": self.state.lr()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
     def save_hf(self, folder: str) -> None:
         """The policy as a Hugging Face folder (weights + config + tokenizer)."""
-        self.model.save_pretrained(folder, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder)
+        self.state.save_hf(Path(folder))
 
     def save(self, folder: str) -> None:
         """Resumable state into `folder` (already created): model/ (HF folder) + optimizer.pt."""
-        self.save_hf(str(Path(folder) / "model"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                   Path(folder) / "optimizer.pt")
+        self.state.save(Path(folder))
 
     def load_optimizer(self, folder: str) -> None:
-        state = torch.load(Path(folder) / "optimizer.pt", weights_only=True, map_location=self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.state.load_optimizer(Path(folder))
 
 
 class ReferenceWorker:

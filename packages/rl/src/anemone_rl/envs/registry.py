@@ -9,8 +9,9 @@ from typing import Any
 from anemone_core.errors import AnemoneError
 from anemone_rl.envs.base import RewardEnv, RewardFn
 from anemone_rl.envs.math_env import math_reward
+from anemone_rl.envs.toy import digits_reward
 
-_REWARDS: dict[str, RewardFn] = {"math": math_reward}
+_REWARDS: dict[str, RewardFn] = {"math": math_reward, "toy_digits": digits_reward}
 _ENVS: dict[str, Callable[..., Any]] = {}
 
 
