@@ -1,0 +1,72 @@
+"""Megatron checkpoints through megatron-core `dist_checkpointing` (torch_dist backend): a folder written at
+one TP/PP/EP loads at another (the sharded state dict carries global offsets; resharding is the library's).
+
+Folder layout (the dist_checkpointing files at the top, so megatron-core tools read it as is):
+
+    out/
+      metadata.json, common.pt, __*.distcp     megatron-core dist_checkpointing (torch DCP underneath)
+      hf/config.json + tokenizer files         the source model's HF config, to rebuild and export it
+      anemone_bridge.json                      architecture, saved layout, vocab sizes
+
+Reading never unpickles arbitrary objects: megatron-core loads `common.pt` with `torch.load`, whose default
+in torch >= 2.6 is `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anemone_core.errors import AnemoneError
+
+META = "anemone_bridge.json"
+FORMAT = 1
+
+
+def save_megatron(model: torch.nn.Module, folder: str | Path, meta: dict[str, Any]) -> None:
+    """Save this rank's part (collective: every rank calls it with the same `folder`). Rank 0 writes META."""
+    import torch.distributed as dist
+    from megatron.core import dist_checkpointing
+
+    folder = Path(folder)
+    dist_checkpointing.save(model.sharded_state_dict(), str(folder))
+    if dist.get_rank() == 0:
+        (folder / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=2))
+    dist.barrier()
+
+
+def load_megatron(model: torch.nn.Module, folder: str | Path) -> None:
+    """Load a dist checkpoint into this rank's model, whatever layout it was saved at (collective)."""
+    from megatron.core import dist_checkpointing
+
+    state = dist_checkpointing.load(model.sharded_state_dict(), str(folder))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing:
+        raise AnemoneError(f"Megatron checkpoint '{folder}' lacks {len(missing)} parameter(s) of this model: "
+                           f"{missing[:12]}; it was written for another architecture or is incomplete")
+
+
+def read_meta(folder: str | Path) -> dict[str, Any]:
+    """The bridge metadata of a Megatron checkpoint folder, with errors naming what is wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AnemoneError(f"Megatron checkpoint folder '{folder}' does not exist: give the folder written by "
+                           "`anemone bridge import`")
+    meta_path = folder / META
+    if not meta_path.is_file() or not (folder / "metadata.json").is_file():
+        raise AnemoneError(f"'{folder}' is not an anemone-bridge Megatron checkpoint (no {META} or metadata.json): "
+                           "write one with `anemone bridge import`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise AnemoneError(f"'{meta_path}' is not valid JSON ({exc}): the checkpoint is corrupt, re-import it") from None
+    if meta.get("format") != FORMAT:
+        raise AnemoneError(f"'{meta_path}' has format={meta.get('format')!r}, this anemone-bridge reads format "
+                           f"{FORMAT}: re-import the checkpoint")
+    if not (folder / "hf" / "config.json").is_file():
+        raise AnemoneError(f"'{folder}/hf/config.json' is missing: the checkpoint is incomplete, re-import it")
+    return meta
