@@ -16,27 +16,26 @@ import numpy as np
 
 WORD_RE = re.compile(r"\w+")
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_WORD_CACHE: dict[str, int] = {}
 _WORD_CACHE_MAX = 2_000_000  # bounded: a huge vocabulary clears the cache instead of growing without end
 
 
-def _word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+class _WordCache(dict):
+    def __missing__(self, word: str) -> int:
+        h = self[word] = int.from_bytes(
+            hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little"
+        )
+        return h
+
+
+_WORD_CACHE = _WordCache()
 
 
 def word_hashes(text: str) -> np.ndarray:
     """(n_words,) uint64 stable hashes of the lowercased words of `text`."""
     words = WORD_RE.findall(text.lower())
-    cache = _WORD_CACHE
-    if len(cache) > _WORD_CACHE_MAX:
-        cache.clear()
-    out = np.empty(len(words), dtype=np.uint64)
-    for i, w in enumerate(words):
-        h = cache.get(w)
-        if h is None:
-            h = cache[w] = _word_hash(w)
-        out[i] = h
-    return out
+    if len(_WORD_CACHE) > _WORD_CACHE_MAX:
+        _WORD_CACHE.clear()
+    return np.fromiter(map(_WORD_CACHE.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -76,25 +75,33 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(
-    texts: list[str], num_perm: int, ngram: int = 5, seed: int = 1, chunk_elems: int = 1 << 22
+    texts: list[str], num_perm: int, ngram: int = 5, seed: int = 1, chunk_elems: int = 1 << 20
 ) -> np.ndarray:
-    """(N, num_perm) uint32 MinHash signatures; work memory stays under ~8 * chunk_elems bytes."""
+    """(N, num_perm) uint32 MinHash signatures; work memory stays near 3 x 8 x chunk_elems bytes."""
     a, b = permutations(num_perm, seed)
     out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    shingles = [shingle_hashes(t, ngram) for t in texts]
     start = 0
-    while start < len(texts):
-        # Take documents until the (shingles, perms) block would pass chunk_elems.
-        stop, total = start, 0
-        while stop < len(texts) and (stop == start or total + len(shingles[stop]) * num_perm <= chunk_elems):
-            total += len(shingles[stop]) * num_perm
-            stop += 1
-        block = np.concatenate(shingles[start:stop])  # (S,)
-        offsets = np.cumsum([0] + [len(s) for s in shingles[start : stop - 1]])
+    pending: list[np.ndarray] = []
+    total = 0
+
+    def flush(stop: int) -> None:
+        block = np.concatenate(pending)  # (S,) shingles of documents start..stop-1
+        offsets = np.cumsum([0] + [len(s) for s in pending[:-1]])
         with np.errstate(over="ignore"):
-            hashed = (block[:, None] * a[None, :] + b[None, :]) >> np.uint64(32)  # (S, P)
-        out[start:stop] = np.minimum.reduceat(hashed, offsets, axis=0).astype(np.uint32)
-        start = stop
+            hashed = block[:, None] * a[None, :]  # (S, P) uint64, wrapping
+            hashed += b[None, :]
+            hashed >>= np.uint64(32)
+        out[start:stop] = np.minimum.reduceat(hashed, offsets, axis=0)
+
+    for i, text in enumerate(texts):
+        sh = shingle_hashes(text, ngram)
+        if pending and (total + len(sh)) * num_perm > chunk_elems:
+            flush(i)
+            start, pending, total = i, [], 0
+        pending.append(sh)
+        total += len(sh)
+    if pending:
+        flush(len(texts))
     return out
 
 
