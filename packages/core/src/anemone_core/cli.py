@@ -27,9 +27,9 @@ Register = Callable[[argparse.ArgumentParser], None]
 
 
 def _builtin_groups() -> dict[str, Register]:
-    from anemone_core import models_cli, plan_cli
+    from anemone_core import demo_cli, models_cli, plan_cli
 
-    return {"models": models_cli.register, "plan": plan_cli.register}
+    return {"models": models_cli.register, "plan": plan_cli.register, "demo": demo_cli.register}
 
 
 def _first_line(obj: Any) -> str:
