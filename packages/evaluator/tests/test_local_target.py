@@ -75,3 +75,20 @@ def test_scores_do_not_change_with_batch_size(tiny_dir):
             assert a["scores"] == pytest.approx(b["scores"], abs=1e-5), (a, b)
             assert a.get("response") == b.get("response")
     assert json.dumps([r["scores"] for r in runs[0]])  # serializable
+
+
+@pytest.mark.gpu
+def test_cuda_scores_match_cpu(tiny_dir):
+    cpu = LocalTarget(tiny_dir).loglikelihood(REQS)
+    gpu = LocalTarget(tiny_dir, device="cuda").loglikelihood(REQS)
+    torch.testing.assert_close(torch.tensor([g[0] for g in gpu]), torch.tensor([c[0] for c in cpu]),
+                               atol=1e-3, rtol=1e-4)
+
+
+def test_cuda_without_gpu_is_a_clear_error(tiny_dir):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from anemone_core.errors import AnemoneError
+
+    with pytest.raises(AnemoneError, match="--device cuda but no CUDA GPU"):
+        LocalTarget(tiny_dir, device="cuda")

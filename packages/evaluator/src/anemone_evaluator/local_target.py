@@ -176,12 +176,20 @@ class LocalTarget:
             allow[b, 0, pad, pad] = True  # padding sees itself only, so no row is fully masked (no NaN)
         hidden = self.model.base_model(input_ids=ids_t.to(dev), attention_mask=allow.to(dev),
                                        position_ids=pos_t.to(dev)).last_hidden_state  # (B, L, H)
-        head = self.model.get_output_embeddings()
-        for b, scored in enumerate(rows_scored):
-            for i, rows, cont, _ in scored:
-                logp = torch.log_softmax(head(hidden[b, rows]).float(), dim=-1)  # (len(cont), V)
-                target = torch.tensor(cont, device=dev)
-                out[i] = (logp.gather(-1, target[:, None]).sum().item(), bool((logp.argmax(-1) == target).all()))
+        # One LM-head call for every scored position of the batch: the head's weight (V x H) is read once.
+        flat_b = [b for b, scored in enumerate(rows_scored) for _, rows, _, _ in scored for _ in rows]
+        flat_t = [t for scored in rows_scored for _, rows, _, _ in scored for t in rows]
+        targets = torch.tensor([tok for scored in rows_scored for _, _, cont, _ in scored for tok in cont], device=dev)
+        logits = self.model.get_output_embeddings()(hidden[flat_b, flat_t]).float()  # (M, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = logp.gather(-1, targets[:, None])[:, 0].tolist()  # (M,)
+        greedy = (logp.argmax(-1) == targets).tolist()
+        k = 0
+        for scored in rows_scored:
+            for i, _, cont, _ in scored:
+                n = len(cont)
+                out[i] = (sum(picked[k: k + n]), all(greedy[k: k + n]))
+                k += n
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, reqs: list[GenRequest]) -> list[str]:
