@@ -131,3 +131,32 @@ def test_stop_strings_and_seeded_sampling(tiny_server):
         stop = full[2:4]
         cut = client.completions.create(model=engine.name, prompt="The", max_tokens=12, temperature=0, stop=[stop])
         assert cut.choices[0].text == full[: full.find(stop)] and cut.choices[0].finish_reason == "stop"
+
+
+def test_onnx_backend_serves_the_same_greedy_text(tiny_dir, tmp_path, tiny_source):
+    from anemone_export.onnx_export import export_onnx
+
+    export_onnx(tiny_source, tmp_path / "onnx")
+    answers = []
+    for cfg in (ServeConfig(model=str(tiny_dir)), ServeConfig(model=str(tmp_path / "onnx"), backend="onnx")):
+        engine = build_engine(cfg)
+        with ServerThread(engine, cfg) as url:
+            r = httpx.post(f"{url}/v1/completions", json={"prompt": "The quick brown fox", "max_tokens": 12,
+                                                          "temperature": 0, "logprobs": 1}, timeout=60).json()
+            answers.append((r["choices"][0]["text"], r["choices"][0]["logprobs"]["token_logprobs"]))
+    assert answers[0][0] == answers[1][0]
+    assert answers[0][1] == pytest.approx(answers[1][1], abs=1e-4)
+
+
+@pytest.mark.gpu
+def test_vllm_backend_answers(tiny_dir):
+    from anemone_core.testing import has_gpu
+
+    if not has_gpu():
+        pytest.skip("needs a CUDA GPU")
+    pytest.importorskip("vllm")
+    cfg = ServeConfig(model=str(tiny_dir), backend="vllm")
+    engine = build_engine(cfg)
+    with ServerThread(engine, cfg) as url:
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=120)
+        assert r.status_code == 200

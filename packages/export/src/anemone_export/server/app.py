@@ -267,7 +267,7 @@ def create_app(engine: Engine | Callable[[], Engine], cfg: ServeConfig | None = 
     async def health(request: Request) -> Response:
         srv = server(request)
         ok = srv.engine.healthy()
-        return JSONResponse({"status": "ok" if ok else "engine down", "model": srv.engine.name,
+        return JSONResponse({"status": "ok" if ok else "engine down", "model": srv.engine.name, "pid": os.getpid(),
                              "queue_depth": srv.engine.queue_depth()}, status_code=200 if ok else 503)
 
     @app.get("/metrics")
