@@ -10,7 +10,7 @@ def _tiny(**kw) -> ConformerCTC:
 
 
 def test_shapes_and_lengths_8x():
-    m = _tiny().eval()
+    m = _tiny(subsampling_factor=8).eval()
     lp, lens = m(torch.randn(2, 16000), torch.tensor([16000, 8000]))
     assert lp.shape == (2, 13, 12)  # 101 frames -> 51 -> 26 -> 13 (8x), vocab + blank
     assert lens.tolist() == [13, 7]

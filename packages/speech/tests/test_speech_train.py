@@ -128,3 +128,16 @@ def test_transcribe_cli_resamples_and_reports_errors(trained, corpus, tmp_path, 
     (tmp_path / "empty.wav").write_bytes(b"")
     assert run_cli(["transcribe", str(tmp_path / "empty.wav"), "--model", model]) == 2
     assert "empty.wav' is empty" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_fine_tune_from_a_saved_model(trained, corpus, tmp_path):
+    cfg = load_config(SpeechTrainConfig, None, [
+        f"output_dir={tmp_path / 'ft'}", f"init_from={trained['model_dir']}",
+        f"data.train_manifest={corpus / 'train.jsonl'}", f"data.validation_manifest={corpus / 'validation.jsonl'}",
+        "trainer.max_epochs=1", "data.batch_size=8", "trainer.threads=1",
+    ])
+    results = train(cfg, show_progress=False)
+    assert results["parameters"] == trained["parameters"] and results["init_from"] == trained["model_dir"]
+    with pytest.raises(AnemoneError, match="init_from"):
+        load_config(SpeechTrainConfig, None, [f"init_from={tmp_path / 'nothing'}"])

@@ -29,8 +29,8 @@ class ModelConfig(AnemoneConfig):
     """Feed-forward expansion."""
     conv_kernel: int = Field(15, ge=3)
     """Depthwise convolution kernel (odd)."""
-    subsampling_factor: Literal[4, 8] = 8
-    """Time reduction of the FastConformer front end (8: 80 ms frames)."""
+    subsampling_factor: Literal[4, 8] = 4
+    """Time reduction of the FastConformer front end: 4 (40 ms frames, fits characters) or 8 (80 ms, for BPE)."""
     subsampling_channels: int = Field(64, ge=4)
     """Channels of the subsampling convolutions."""
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -60,8 +60,8 @@ class ModelConfig(AnemoneConfig):
 
 
 class TokenizerConfig(AnemoneConfig):
-    kind: Literal["char", "bpe"] = "bpe"
-    """`bpe`: SentencePiece BPE trained on the training text; `char`: one token per character."""
+    kind: Literal["char", "bpe"] = "char"
+    """`char`: one token per character; `bpe`: SentencePiece BPE trained on the training text (use with 8x)."""
     vocab_size: int = Field(256, ge=8)
     """BPE vocabulary size (ignored for char)."""
 
@@ -114,17 +114,17 @@ class OptimConfig(AnemoneConfig):
 
 
 class TrainerConfig(AnemoneConfig):
-    max_epochs: int = Field(10, ge=1)
+    max_epochs: int = Field(8, ge=1)
     """Epochs over the training manifest."""
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: no limit)."""
-    max_minutes: float | None = Field(25.0, gt=0.0)
+    max_minutes: float | None = Field(30.0, gt=0.0)
     """Stop training after this many minutes (null: no limit); the best-WER weights are kept."""
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu or gpu."""
     devices: int = Field(1, ge=1)
     """Devices; more than one uses Lightning's DDP strategy (GPU)."""
-    precision: str = "32-true"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"] = "32-true"
     """Lightning precision, e.g. 32-true, bf16-mixed (GPU)."""
     gradient_clip_val: float = Field(1.0, ge=0.0)
     """Clip the gradient norm (0: off)."""
@@ -157,10 +157,20 @@ class SpeechTrainConfig(AnemoneConfig):
     """Lightning Trainer settings."""
     seed: int = 1234
     """Seed of weights, batching and augmentation."""
+    init_from: str | None = None
+    """Fine-tune: start from this model folder (its architecture, weights and tokenizer; `model` and
+    `tokenizer` are then ignored). Unset: train from scratch."""
 
     @model_validator(mode="after")
     def _check(self) -> SpeechTrainConfig:
         if self.data.train_manifest is not None and self.data.validation_manifest is None:
             raise ValueError("data.validation_manifest is unset while data.train_manifest is set: give both "
                              "(best-WER checkpointing needs validation data)")
+        if self.init_from is not None:
+            from pathlib import Path
+
+            folder = Path(self.init_from).expanduser()
+            if not (folder / "config.json").is_file():
+                raise ValueError(f"init_from={self.init_from!r} is not a model folder (no config.json): pass the "
+                                 "<output_dir>/model folder of an earlier `anemone speech train` run")
         return self

@@ -39,6 +39,9 @@ class LogMel(nn.Module):
     each mel bin gets zero mean and unit variance over the utterance's valid frames (NeMo's "per_feature").
     """
 
+    window: torch.Tensor
+    fb: torch.Tensor
+
     def __init__(self, sample_rate: int = 16_000, n_mels: int = 80, win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
         super().__init__()
         self.sample_rate, self.n_mels = sample_rate, n_mels

@@ -48,7 +48,7 @@ class CTCModule(pl.LightningModule):
         loss = ctc_loss(log_probs, out_lens, batch["targets"], batch["target_lens"], self.blank)
         self.audio_seconds += float(batch["wav_lens"].sum()) / self.sample_rate
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["wav"].shape[0])
-        self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=batch["wav"].shape[0])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch["wav"].shape[0])
         return loss
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def build_trainer(cfg: SpeechTrainConfig, run_dir: Path, show_progress: bool):
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))
     strategy = "ddp" if t.devices > 1 else "auto"
     return pl.Trainer(
-        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=({"minutes": t.max_minutes} if t.max_minutes else None),
+        max_epochs=t.max_epochs, max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
         accelerator=t.accelerator, devices=t.devices, strategy=strategy, precision=t.precision,
         gradient_clip_val=t.gradient_clip_val or None, val_check_interval=t.val_check_interval,
         log_every_n_steps=t.log_every_n_steps, callbacks=callbacks, enable_progress_bar=show_progress,
@@ -115,10 +116,15 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
     splits = load_splits(cfg, paths)
     pl.seed_everything(cfg.seed, verbose=False)
 
-    tokenizer = build_tokenizer(cfg.tokenizer.kind, [normalize_text(u.text) for u in splits["train"]],
-                                cfg.tokenizer.vocab_size)
-    model_kwargs = {**cfg.model.kwargs(), "sample_rate": cfg.data.sample_rate}
-    model = ConformerCTC(vocab_size=tokenizer.vocab_size, **model_kwargs)
+    if cfg.init_from:  # fine-tune: the saved model's architecture, weights and tokenizer
+        model, tokenizer, init_cfg = load_model(cfg.init_from)
+        model.train()
+        model_kwargs = init_cfg["model"]
+    else:
+        tokenizer = build_tokenizer(cfg.tokenizer.kind, [normalize_text(u.text) for u in splits["train"]],
+                                    cfg.tokenizer.vocab_size)
+        model_kwargs = {**cfg.model.kwargs(), "sample_rate": cfg.data.sample_rate}
+        model = ConformerCTC(vocab_size=tokenizer.vocab_size, **model_kwargs)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Conformer-CTC: {n_params / 1e6:.2f}M parameters, {tokenizer.kind} tokenizer of {tokenizer.vocab_size}, "
           f"{len(splits['train'])} training utterances", file=sys.stderr)
@@ -146,7 +152,7 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
             "epochs": trainer.current_epoch, "steps": trainer.global_step, "train_seconds": round(train_s, 1),
             "train_audio_seconds_per_second": round(module.audio_seconds / max(module.train_seconds, 1e-9), 1),
             "best_val_wer": float(trainer.checkpoint_callback.best_model_score or float("nan")),
-            "threads": cfg.trainer.threads, "manifests": paths,
+            "threads": cfg.trainer.threads, "manifests": paths, "init_from": cfg.init_from,
         }
         if "test" in splits:  # score the saved folder itself: what `anemone speech evaluate` will see
             saved, tok, _ = load_model(run_dir / "model")
