@@ -81,3 +81,21 @@ def test_a_failing_ray_task_fails_the_run(tmp_path):
     )
     with pytest.raises(ShardFailed, match="shard broken .*Not a gzipped file"):
         run_pipeline(cfg, progress=False)
+
+
+def _die(spec):
+    import os
+
+    os._exit(7)
+
+
+def test_a_dead_ray_worker_fails_the_run():
+    import sys
+
+    from anemone_curator.executor import map_shards
+
+    ray.cloudpickle.register_pickle_by_value(
+        sys.modules[__name__]
+    )  # the test module is not importable by workers
+    with pytest.raises(ShardFailed, match="died"):
+        list(map_shards(_die, [{"stem": "s0", "segment": 0}], "ray", 1, None))

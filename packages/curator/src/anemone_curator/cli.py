@@ -35,7 +35,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--bands", type=int, default=20, help="LSH bands (default 20)")
     p.add_argument("--rows", type=int, default=6, help="rows per band (default 6)")
     p.add_argument("--ngram", type=int, default=5, help="word n-gram size (default 5)")
-    p.add_argument("--verify", type=float, default=None, help="min signature agreement to join a pair")
+    p.add_argument(
+        "--verify",
+        type=float,
+        default=0.7,
+        help="min signature agreement to join a candidate pair (default 0.7); -1 joins every candidate",
+    )
     p.add_argument("--workers", type=int, default=0, help="parallel shards (0 = every core)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output folder first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -97,7 +102,12 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         stages.append(
             validate(
                 FuzzyDedupConfig,
-                {"bands": args.bands, "rows": args.rows, "ngram": args.ngram, "verify": args.verify},
+                {
+                    "bands": args.bands,
+                    "rows": args.rows,
+                    "ngram": args.ngram,
+                    "verify": None if args.verify < 0 else args.verify,
+                },
             )
         )
     cfg = PipelineConfig(

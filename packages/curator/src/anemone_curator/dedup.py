@@ -75,7 +75,7 @@ class FuzzyDedup(DedupStage):
         rows: int = 6,
         ngram: int = 5,
         seed: int = 1,
-        verify: float | None = None,
+        verify: float | None = 0.7,
         partitions: int = 1,
     ) -> None:
         super().__init__()

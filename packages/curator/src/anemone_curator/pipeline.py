@@ -156,8 +156,9 @@ def _run_specs(specs, cfg: PipelineConfig, workers: int, seg: Segment, progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     results = []
-    label = f"segment {seg.index}: " + " > ".join(
-        [s["stage"] for s in seg.stages] + ([seg.dedup["stage"]] if seg.dedup else [])
+    names = [s["stage"] for s in seg.stages] + ([seg.dedup["stage"]] if seg.dedup else [])
+    label = f"segment {seg.index}: " + (
+        " > ".join(names) if len(names) <= 2 else f"{names[0]} .. {names[-1]}"
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:

@@ -134,8 +134,9 @@ class FuzzyDedupConfig(AnemoneConfig):
     """Word n-gram size of the shingles."""
     seed: int = 1
     """Seed of the hash permutations."""
-    verify: float | None = Field(None, ge=0, le=1)
-    """If set, join a candidate pair only when its signatures agree on at least this share of positions."""
+    verify: float | None = Field(0.7, ge=0, le=1)
+    """Join a candidate pair only if its signatures agree on at least this share of positions (an estimate
+    of its Jaccard); null joins every LSH candidate (the raw S-curve)."""
     partitions: int = Field(1, ge=1)
     """Split each band's keys into this many hash partitions: peak memory ~16 bytes x docs / partitions."""
 
