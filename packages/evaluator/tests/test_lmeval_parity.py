@@ -16,13 +16,14 @@ pytest.importorskip("lm_eval")
 TASKS = ["arith_mc", "arith_gen", "stdlib_docs"]
 
 
-def compare(model_dir, limit: int, batch_size: int) -> dict:
+def compare(model_dir, limit: int | None, batch_size: int, tasks=tuple(TASKS), chat: bool = False) -> dict:
     torch.set_num_threads(1)
-    ref = run_lmeval(model_dir, resolve_tasks(TASKS), limit=limit, batch_size=batch_size)
-    ours, records = evaluate(EvalConfig(model=str(model_dir), tasks=TASKS, limit=limit,
+    ref = run_lmeval(model_dir, resolve_tasks(list(tasks)), limit=limit, batch_size=batch_size,
+                     apply_chat_template=chat)
+    ours, records = evaluate(EvalConfig(model=str(model_dir), tasks=list(tasks), limit=limit, chat_template=chat,
                                         local={"batch_size": batch_size}), progress=False)
     report = {}
-    for task in TASKS:
+    for task in tasks:
         mine = [r for r in records if r["task"] == task]
         theirs = ref[task]["samples"]
         assert [r["doc_id"] for r in mine] == [s["doc_id"] for s in theirs]
@@ -51,6 +52,12 @@ def test_agrees_with_lmeval_on_tiny_model(tiny_dir):
         assert r["agreement"] == 1.0, (task, r)
         for metric, value in r["ours"].items():
             assert value == pytest.approx(r["lmeval"][metric], rel=1e-4), (task, metric, r)
+
+
+def test_agrees_with_lmeval_with_chat_template(tiny_dir):
+    # lm-eval wraps the prompt as one user turn and drops the target delimiter after the assistant header.
+    report = compare(tiny_dir, limit=4, batch_size=4, tasks=("arith_mc", "arith_gen"), chat=True)
+    assert all(r["agreement"] == 1.0 for r in report.values()), report
 
 
 @pytest.mark.slow

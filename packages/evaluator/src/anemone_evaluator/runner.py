@@ -66,7 +66,9 @@ def run_task(task: Task, target: Any, cfg: EvalConfig, advance: Callable[[int], 
     records: list[dict[str, Any]] = []
     per_metric: dict[str, list[Any]] = {m: [] for m in task.metrics}
     if task.output_type == "multiple_choice":
-        reqs = [LoglikRequest(s.prompt, task.config.target_delimiter + c, chat) for s in samples for c in s.choices]
+        # As lm-eval: after a chat template's assistant header the choice follows directly, with no delimiter.
+        delim = "" if chat else task.config.target_delimiter
+        reqs = [LoglikRequest(s.prompt, delim + c, chat) for s in samples for c in s.choices]
         answers = iter(_chunked(target.loglikelihood, reqs, advance))
         for s in samples:
             res = [next(answers) for _ in s.choices]
