@@ -81,3 +81,12 @@ def test_world_size_without_master_addr_is_explained(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(AnemoneError, match="torchrun"):
         init_distributed()
+
+
+@pytest.mark.gpu
+def test_gpu_picks_nccl_and_a_cuda_device(monkeypatch):
+    from anemone_core.parallel import dist_env
+
+    monkeypatch.delenv("ANEMONE_FORCE_CPU", raising=False)
+    info = dist_env()
+    assert info.backend == "nccl" and info.device.startswith("cuda:")
