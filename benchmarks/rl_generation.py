@@ -13,10 +13,11 @@ import argparse
 import time
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from anemone_core.cli import print_table
 from anemone_core.models import default_model_dir
 from anemone_rl.generation import SamplingParams, TorchGenerator
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 QUESTIONS = ["What is 17 + 25?", "Name a primary colour.", "What is the capital of France?",
              "Write a haiku about the sea.", "What is 9 times 7?", "Explain gravity in one sentence.",

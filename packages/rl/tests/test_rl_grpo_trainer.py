@@ -74,7 +74,7 @@ def test_grpo_step_through_ray_actors_separate_mode(tiny_dir, tmp_path):
     from anemone_rl.ray_setup import init_ray
 
     try:
-        init_ray(None, 2)
+        init_ray(None, 2, attempts=1)
     except AnemoneError as exc:  # Ray 2.60's raylet dies when its agent starts slowly (ray-project/ray#65983)
         pytest.skip(f"a local Ray instance could not start on this machine now: {exc}")
     try:

@@ -15,7 +15,6 @@ from anemone_core.errors import AnemoneError
 from anemone_core.metrics import MetricsLogger, progress, write_run_config
 from anemone_rl import run_dir
 from anemone_rl.data import load_rows, prompt_messages
-from anemone_rl.data.arithmetic import sft_messages
 from anemone_rl.data.lazy import LazyMap
 from anemone_rl.data.order import step_indices
 from anemone_rl.local_state import LocalState
@@ -34,7 +33,8 @@ def sft_tokenizer(tokenizer: Any, max_length: int, field: str):
         if "prompt" in row and "completion" in row:
             return tokenize_prompt_completion(tokenizer, row["prompt"], row["completion"], max_length)
         if "prompt" in row and "answer" in row:
-            return tokenize_chat(tokenizer, sft_messages(row), max_length)
+            answer = {"role": "assistant", "content": str(row["answer"])}
+            return tokenize_chat(tokenizer, [*prompt_messages(row, field), answer], max_length)
         raise AnemoneError(f"{field}: a row has keys {sorted(row)}; SFT rows need `messages`, or `prompt` and "
                            f"`completion`, or `prompt` and `answer`")
 

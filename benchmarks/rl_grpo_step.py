@@ -1,0 +1,97 @@
+"""GRPO step time: anemone-rl vs TRL's GRPOTrainer, same model, prompts, rewards and settings, on CPU.
+
+    uv run python benchmarks/rl_grpo_step.py [--steps 3] [--threads 1] [--ray]
+
+Both: the embedded SmolLM2-135M-Instruct in fp32, arithmetic prompts, 4 prompts x 4 generations, 24 new
+tokens, temperature 1, token-level loss, clip 0.2 / 0.28, k3 KL with beta 0.01 to a frozen reference,
+one optimizer step per generation batch, the math verifier as reward. The first step is a warm-up for both
+and is left out; the table gives the median of the remaining steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from anemone_core.cli import print_table
+
+P, G, NEW = 4, 4, 24
+
+
+def ours(steps: int, threads: int, use_ray: bool) -> list[float]:
+    from anemone_core.config import load_config
+    from anemone_core.metrics import read_metrics
+    from anemone_rl.grpo_config import GRPOConfig
+    from anemone_rl.grpo_trainer import train
+
+    out = tempfile.mkdtemp(prefix="bench-grpo-")
+    cfg = load_config(GRPOConfig, None, [
+        f"run.out={out}/run", "run.progress=false", f"run.threads={threads}", f"ray.enabled={str(use_ray).lower()}",
+        f"grpo.steps={steps}", f"grpo.prompts_per_step={P}", f"grpo.generations_per_prompt={G}",
+        f"grpo.max_new_tokens={NEW}", "grpo.micro_batch_size=16", "grpo.kl_beta=0.01", "data.eval=null",
+        "optim.lr=1e-6"])
+    train(cfg)
+    return [r["step_time_s"] for r in read_metrics(f"{out}/run/metrics.jsonl") if "step_time_s" in r]
+
+
+def trl(steps: int, threads: int) -> list[float]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from anemone_core.models import default_model_dir
+    from anemone_rl.data import load_rows
+    from anemone_rl.envs.math_env import math_reward
+
+    torch.set_num_threads(threads)
+    folder = default_model_dir()
+    rows = load_rows("arithmetic:train")[: P * (steps + 1)]
+    ds = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
+
+    def reward(completions, answer, **_):
+        return [math_reward({"answer": a}, c[0]["content"]) for c, a in zip(completions, answer, strict=True)]
+
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench-trl-"), use_cpu=True, bf16=False, gradient_checkpointing=False,
+        per_device_train_batch_size=P * G, num_generations=G, max_completion_length=NEW, temperature=1.0,
+        beta=0.01, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", learning_rate=1e-6, max_steps=steps,
+        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
+                          processing_class=AutoTokenizer.from_pretrained(folder), callbacks=[Timer()])
+    trainer.train()
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ray", action="store_true", help="run our workers as Ray actors (colocated)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    a = ours(args.steps, args.threads, args.ray)
+    print("anemone-rl step times:", [round(x, 2) for x in a], flush=True)
+    b = trl(args.steps, args.threads)
+    print("TRL step times:", [round(x, 2) for x in b], flush=True)
+    ma, mb = statistics.median(a[1:] or a), statistics.median(b[1:] or b)
+    print_table(f"GRPO step, SmolLM2-135M fp32 CPU, {P}x{G} sequences, {NEW} new tokens, {args.threads} thread(s)",
+                ["", "anemone-rl" + (" (Ray)" if args.ray else " (in-process)"), "TRL GRPOTrainer", "speed-up"],
+                [["median step s", round(ma, 2), round(mb, 2), round(mb / ma, 2)]])
+
+
+if __name__ == "__main__":
+    main()
