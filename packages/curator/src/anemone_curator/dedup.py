@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,44 @@ def save_fingerprints(prefix: Path, ids: list[str], fp: dict[str, np.ndarray]) -
     tmp = prefix.with_name(prefix.name + ".ids.tmp")
     tmp.write_text(json.dumps(ids), encoding="utf-8")
     tmp.replace(prefix.with_name(prefix.name + ".ids.json"))
+
+
+class FingerprintWriter:
+    """A shard's fingerprints, batch by batch: keys kept in memory (8 bytes x bands per document), signatures
+    streamed to disk; `close()` writes `.keys.npy` (bands, n), `.sig.npy` (n, P) and `.ids.json`."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        self.keys: list[np.ndarray] = []
+        self.ids: list[str] = []
+        self._sig_raw = prefix.with_name(prefix.name + ".sig.raw")
+        self._sig_fh = None
+        self._sig_cols = 0
+
+    def add(self, ids: list[str], fp: dict[str, np.ndarray]) -> None:
+        self.ids += ids
+        self.keys.append(fp["keys"])
+        if "sig" in fp:
+            if self._sig_fh is None:
+                self._sig_fh = open(self._sig_raw, "wb")  # noqa: SIM115 - closed in close()
+            self._sig_cols = fp["sig"].shape[1]
+            self._sig_fh.write(np.ascontiguousarray(fp["sig"], dtype=np.uint32).tobytes())
+
+    def close(self) -> None:
+        n = len(self.ids)
+        keys = np.concatenate(self.keys, axis=1) if self.keys else np.zeros((0, 0), dtype=np.uint64)
+        if self._sig_fh is not None:
+            # Prepend an .npy header to the streamed rows; the copy is sequential and never holds them all.
+            self._sig_fh.close()
+            tmp = self.prefix.with_name(self.prefix.name + ".sig.tmp.npy")
+            header = {"descr": "<u4", "fortran_order": False, "shape": (n, self._sig_cols)}
+            with open(tmp, "wb") as out, open(self._sig_raw, "rb") as src:
+                np.lib.format.write_array_header_1_0(out, header)
+                shutil.copyfileobj(src, out, 1 << 24)
+            tmp.replace(self.prefix.with_name(self.prefix.name + ".sig.npy"))
+            self._sig_raw.unlink(missing_ok=True)
+        save_fingerprints(self.prefix, self.ids, {"keys": keys})
 
 
 def _load(prefix: Path, name: str) -> np.ndarray:

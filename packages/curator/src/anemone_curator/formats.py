@@ -6,6 +6,7 @@ so the id that the duplicates report names is the id a user can find in the inpu
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -134,31 +135,84 @@ def _compress(data: bytes, name: str) -> bytes:
     return data
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class RecordWriter:
+    """Stream records to `path` (JSONL, gzip/zstd by suffix) through a temporary file renamed on `close`.
+
+    Parquet needs one schema for the file, so its records are buffered and written on close. Compression is
+    deterministic (gzip mtime 0), so the same records in the same batches give the same bytes.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self._buffer: list[dict[str, Any]] | None = [] if self.path.name.endswith(".parquet") else None
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
+        self._tmp = Path(tmp)
+        self._raw = os.fdopen(fd, "wb")
+        self._fh: Any = self._raw
+        if self.path.name.endswith(".gz"):
+            self._fh = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0, compresslevel=6)
+        elif self.path.name.endswith(".zst"):
+            import zstandard
+
+            self._fh = zstandard.ZstdCompressor(level=3).stream_writer(self._raw, closefd=False)
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        if self._buffer is not None:
+            before = len(self._buffer)
+            self._buffer.extend(records)
+            self.count += len(self._buffer) - before
+            return
+        data = _encode_jsonl(records)
+        self.count += data.count(b"\n")
+        self._fh.write(data)
+
+    def close(self) -> Path:
+        if self._buffer is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = (
+                pa.Table.from_pylist(self._buffer)
+                if self._buffer
+                else pa.table({"id": pa.array([], pa.string())})
+            )
+            pq.write_table(table, self._raw)
+        elif self._fh is not self._raw:
+            self._fh.close()
+        self._raw.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._raw.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
-def write_records(path: str | Path, records: list[dict[str, Any]]) -> Path:
+def write_records(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
     """Write `records` atomically as JSONL (compressed by suffix) or Parquet."""
-    path = Path(path)
-    if path.name.endswith(".parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with RecordWriter(path) as writer:
+        writer.write(records)
+    return Path(path)
 
-        table = pa.Table.from_pylist(records) if records else pa.table({"id": pa.array([], pa.string())})
-        _atomic_write(path, lambda fh: pq.write_table(table, fh))
-    else:
-        data = _compress(_encode_jsonl(records), path.name)
-        _atomic_write(path, lambda fh: fh.write(data))
-    return path
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Stream back a JSONL file this module wrote."""
+    with _open_binary(Path(path)) as raw:
+        for line in io.BufferedReader(raw):  # type: ignore[arg-type]
+            if line.strip():
+                yield json.loads(line)
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

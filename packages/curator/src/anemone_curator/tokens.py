@@ -55,6 +55,40 @@ def write_indexed(
     _atomic(prefix.with_suffix(".idx"), _index_bytes(lengths, dtype))
 
 
+class IndexedWriter:
+    """Stream documents into `<prefix>.bin` (through a temporary file); `close` renames it and writes `.idx`."""
+
+    def __init__(self, prefix: str | Path, dtype: type[np.integer]) -> None:
+        self.prefix, self.dtype = Path(prefix), dtype
+        self.prefix.parent.mkdir(parents=True, exist_ok=True)
+        self._bin = self.prefix.with_suffix(".bin")
+        self._tmp = self._bin.with_name(f".{self._bin.name}.tmp-{os.getpid()}")
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self.lengths: list[int] = []
+
+    def add(self, sequences: Sequence[Sequence[int]]) -> None:
+        for seq in sequences:
+            self._fh.write(np.asarray(seq, dtype=self.dtype).tobytes())
+            self.lengths.append(len(seq))
+
+    def close(self) -> None:
+        self._fh.close()
+        self._tmp.replace(self._bin)
+        _atomic(
+            self.prefix.with_suffix(".idx"), _index_bytes(np.array(self.lengths, dtype=np.int32), self.dtype)
+        )
+
+    def __enter__(self) -> IndexedWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+
+
 def _index_bytes(lengths: np.ndarray, dtype: type[np.integer]) -> bytes:
     itemsize = np.dtype(dtype).itemsize
     pointers = np.concatenate([[0], np.cumsum(lengths.astype(np.int64) * itemsize)[:-1]]).astype(np.int64)
