@@ -15,6 +15,7 @@ Not a patch but part of the same story (handled where the model is built, see `m
 from __future__ import annotations
 
 import functools
+import types
 
 import torch
 
@@ -126,6 +127,41 @@ def _patch_first_dim_collectives() -> None:
     mappings._reduce_scatter_along_first_dim = reduce_scatter_first
 
 
+class _CpuCuda:
+    """`torch.cuda` as seen by a patched module: the current device is the CPU, synchronize is a no-op."""
+
+    def __getattr__(self, name: str):
+        return getattr(torch.cuda, name)
+
+    @staticmethod
+    def current_device() -> str:
+        return "cpu"
+
+    @staticmethod
+    def synchronize(*args, **kwargs) -> None:
+        return None
+
+
+class _CpuTorch(types.ModuleType):
+    """`torch` for one megatron module, with `torch.cuda` replaced by `_CpuCuda` (everything else is torch)."""
+
+    cuda = _CpuCuda()
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+
+def _patch_dist_checkpointing_save() -> None:
+    # dist_checkpointing's torch_dist save path calls `torch.cuda.synchronize()` after staging tensors to the
+    # host (filesystem_async.preload_tensors) and broadcasts its failure flag in a tensor made on
+    # `torch.cuda.current_device()` (state_dict_saver.save_state_dict_async_finalize). Those two modules see
+    # a `torch` whose `cuda` puts tensors on the CPU and synchronizes nothing.
+    from megatron.core.dist_checkpointing.strategies import filesystem_async, state_dict_saver
+
+    for module in (filesystem_async, state_dict_saver):
+        module.torch = _CpuTorch("torch")
+
+
 def _init_rng_tracker() -> None:
     # Attention dropout forks the CUDA RNG tracker (`get_cuda_rng_tracker().fork()`), whose training
     # variant saves and restores CUDA RNG state. The inference tracker forks into a no-op; we only run
@@ -141,6 +177,7 @@ PATCHES = {
     "tied_embedding_sync": _patch_tied_embedding_sync,
     "router_gating": _patch_router_gating,
     "first_dim_collectives": _patch_first_dim_collectives,
+    "dist_checkpointing_save": _patch_dist_checkpointing_save,
 }
 
 
