@@ -54,6 +54,7 @@ def test_agrees_with_lmeval_on_tiny_model(tiny_dir):
             assert value == pytest.approx(r["lmeval"][metric], rel=1e-4), (task, metric, r)
 
 
+@pytest.mark.slow
 def test_agrees_with_lmeval_with_chat_template(tiny_dir):
     # lm-eval wraps the prompt as one user turn and drops the target delimiter after the assistant header.
     report = compare(tiny_dir, limit=4, batch_size=4, tasks=("arith_mc", "arith_gen"), chat=True)

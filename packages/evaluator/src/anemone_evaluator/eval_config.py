@@ -20,6 +20,8 @@ class LocalConfig(AnemoneConfig):
     """Weights' dtype; log-softmax is always computed in float32."""
     prefix_cache: bool = True
     """Run a shared context (a question's choices) once and reuse its KV cache for every continuation."""
+    threads: int | None = Field(None, ge=1)
+    """torch CPU threads (torch.set_num_threads); default: torch's choice. On a shared machine 1 can be fastest."""
     max_length: int | None = Field(None, ge=2)
     """Context window; default: the model config's max_position_embeddings."""
 

@@ -45,6 +45,10 @@ def build_target(cfg: EvalConfig) -> Target:
     from anemone_evaluator.local_target import LocalTarget
 
     lc = cfg.local
+    if lc.threads:
+        import torch
+
+        torch.set_num_threads(lc.threads)
     return LocalTarget(resolve_model(cfg.model), lc.batch_size, lc.device, lc.dtype, lc.max_length, lc.prefix_cache)
 
 
