@@ -145,6 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--skip-datatrove", action="store_true")
+    ap.add_argument("--memory", type=int, nargs="*", default=[10_000, 20_000, 40_000], help="corpus sizes")
     ap.add_argument("--work", default="/tmp/curator_bench_dedup")
     args = ap.parse_args()
     import shutil
@@ -172,8 +173,10 @@ def main() -> None:
         ["tool", "docs/s", "time / ours", "recall", "precision", "setting"],
         rows,
     )
+    if not args.memory:
+        return
     mem_rows = []
-    for n in (10_000, 20_000, 40_000):
+    for n in args.memory:
         for parts in (1, 4):
             sig, res = peak_memory(n, parts)
             mem_rows.append([n, parts, f"{sig:.1f}", f"{res:.1f}"])

@@ -23,6 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", help="run a pipeline (YAML or the default) and print the per-stage counts")
     add_config_args(p, PipelineConfig)
     p.description = "Run a pipeline. A first positional argument ending in .yaml is the recipe (same as -c)."
+    p.add_argument("--ray", action="store_true", help="run on Ray (same as executor.kind=ray)")
+    p.add_argument("--address", help="Ray cluster address, e.g. auto or ray://head:10001 (implies --ray)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output folder first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -83,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from anemone_curator.pipeline_config import PipelineConfig
 
     _split_recipe(args)
+    if args.ray or args.address:
+        args.overrides.append("executor.kind=ray")
+    if args.address:
+        args.overrides.append(f"executor.address={args.address}")
     cfg = config_from_args(PipelineConfig, args)
     result = run_pipeline(cfg, overwrite=args.overwrite, progress=not (args.no_progress or args.json))
     _report(result.to_dict(), args.json)
