@@ -31,7 +31,9 @@ from anemone_evaluator.metrics import (
 from anemone_evaluator.requests import GenRequest, LoglikRequest, RollingRequest, Target
 from anemone_evaluator.tasks import Sample, Task, resolve_tasks
 
-CHUNK = 64  # requests per call into the target: the progress bar's step and the cache's commit unit
+# Requests per call into the target: the progress bar's step and the cache's commit unit. Scoring requests
+# are cheap (a chunk still fills several batches); a generation can take a second each on a CPU.
+CHUNK = {"loglikelihood": 256, "generate": 32}
 
 
 def build_target(cfg: EvalConfig) -> Target:
@@ -54,8 +56,9 @@ def build_target(cfg: EvalConfig) -> Target:
 
 def _chunked(fn: Callable[[list[Any]], list[Any]], reqs: list[Any], advance: Callable[[int], None]) -> list[Any]:
     out: list[Any] = []
-    for start in range(0, len(reqs), CHUNK):
-        part = reqs[start: start + CHUNK]
+    size = CHUNK["generate" if reqs and isinstance(reqs[0], GenRequest) else "loglikelihood"]
+    for start in range(0, len(reqs), size):
+        part = reqs[start: start + size]
         out += fn(part)
         advance(len(part))
     return out
