@@ -42,3 +42,21 @@ def test_pad_collate_shapes_and_values():
     assert b["attention_mask"].sum(1).tolist() == [7, 12, 9, 5]
     assert (b["labels"][b["attention_mask"] == 0] == -100).all()
     assert (b["input_ids"][b["attention_mask"] == 0] == 2).all()
+
+
+def test_logits_only_at_trained_positions_give_the_same_loss_and_grads():
+    from anemone_automodel.loss import causal_lm_loss_at, trained_positions
+
+    b = _batch()
+    dense_model, sparse_model = tiny_llama(), tiny_llama()
+    dense = causal_lm_loss(dense_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
+                           b["labels"], reduction="sum")
+    pos = trained_positions(b["labels"])
+    assert 0 < len(pos) < b["labels"].shape[1] - 1
+    logits = sparse_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_to_keep=pos).logits
+    sparse = causal_lm_loss_at(logits, b["labels"], pos, reduction="sum")
+    torch.testing.assert_close(sparse, dense)
+    dense.backward()
+    sparse.backward()
+    for (name, p), q in zip(dense_model.named_parameters(), sparse_model.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -58,19 +58,33 @@ def test_packing_run_and_outputs(tiny_dir, tmp_path, train_fn):
     assert {"loss", "grad_norm", "lr", "tokens_per_s", "peak_mem_gb", "mfu"} <= set(rows[0])
 
 
+ARGS = ["train.steps=6", "optim.warmup_steps=1", "optim.lr=1e-2", "checkpoint.every=2", "output.save_hf=false",
+        "data.max_examples=40"]  # 40 examples / 8 per step: the run crosses an epoch, so the reshuffle resumes too
+
+
 @pytest.mark.parametrize("lora", ["true", "false"])
-def test_kill_and_resume_continues_the_trajectory(tiny_dir, tmp_path, train_fn, cli, lora):
-    run_cli, summary_of = cli
-    args = [f"model.path={tiny_dir}", "train.steps=6", "optim.warmup_steps=1", "optim.lr=1e-2",
-            "checkpoint.every=2", f"lora.enabled={lora}", "output.save_hf=false", "data.max_examples=40"]
-    whole = train_fn(tiny_dir, tmp_path / "whole", *args)
-    killed = run_cli(["finetune", *args, f"output.dir={tmp_path / 'run'}"],
-                     env={"ANEMONE_AUTOMODEL_KILL_AT_STEP": "3"})
+def test_crash_and_resume_continues_the_trajectory(tiny_dir, tmp_path, train_fn, lora, monkeypatch):
+    whole = train_fn(tiny_dir, tmp_path / "whole", *ARGS, f"lora.enabled={lora}")
+    monkeypatch.setenv("ANEMONE_AUTOMODEL_KILL_AT_STEP", "3:raise")
+    with pytest.raises(RuntimeError, match="simulated crash after step 3"):
+        train_fn(tiny_dir, tmp_path / "run", *ARGS, f"lora.enabled={lora}")
+    monkeypatch.delenv("ANEMONE_AUTOMODEL_KILL_AT_STEP")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000002"]
+    resumed = train_fn(tiny_dir, tmp_path / "run", *ARGS, f"lora.enabled={lora}", "checkpoint.resume=true")
+    assert resumed["resumed_from"] == 2
+    torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(whole["losses"][2:]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow  # a separate process (~60-190 s on the shared machine)
+def test_hard_kill_and_resume_continues_the_trajectory(tiny_dir, tmp_path, train_fn, cli):
+    run_cli, _ = cli
+    args = [f"model.path={tiny_dir}", *ARGS, "lora.enabled=false"]
+    whole = train_fn(tiny_dir, tmp_path / "whole", *ARGS, "lora.enabled=false")
+    killed = run_cli(["finetune", *args, f"output.dir={tmp_path / 'run'}"], env={"ANEMONE_AUTOMODEL_KILL_AT_STEP": "3"})
     assert killed.returncode == 137
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-000002"]
-    resumed = train_fn(tiny_dir, tmp_path / "run", *args, "checkpoint.resume=true")
+    resumed = train_fn(tiny_dir, tmp_path / "run", *ARGS, "lora.enabled=false", "checkpoint.resume=true")
     assert resumed["resumed_from"] == 2
-    # 40 examples / 8 per step: the run crosses an epoch boundary, so the reshuffle is resumed too.
     torch.testing.assert_close(torch.tensor(resumed["losses"]), torch.tensor(whole["losses"][2:]), rtol=0, atol=1e-6)
 
 
@@ -111,3 +125,11 @@ def test_bad_config_fails_before_work():
         load_config(FinetuneConfig, None, ["parallel.tp=2"])
     with pytest.raises(ConfigError, match="train.micro_batch_size"):
         load_config(FinetuneConfig, None, ["train.micro_batch_size=0"])
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_on_gpu(tiny_dir, tmp_path, train_fn):
+    s = train_fn(tiny_dir, tmp_path / "run", "lora.enabled=false", "optim.lr=1e-2", keep_model=True)
+    assert next(s["model"].parameters()).device.type == "cuda"
+    assert next(s["model"].parameters()).dtype == torch.float32  # fp32 master weights, bf16 compute
+    assert s["losses"][-1] < s["losses"][0]

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from anemone_automodel.config import AutoModelConfig
-from anemone_automodel.data.sources import read_rows, tokenize_rows
+from anemone_automodel.data.sources import chunk_examples, detect_format, read_rows, tokenize_rows
 from anemone_automodel.lora import apply_lora
 from anemone_automodel.model import load_model, load_tokenizer
 from anemone_core.errors import AnemoneError
@@ -85,4 +85,7 @@ def build_examples(cfg: AutoModelConfig, tokenizer: Any) -> list[dict]:
         return read_megatron_documents(d.path, d.seq_len, d.max_examples)
     fmt = d.format if (d.path is not None or d.format != "auto") else ("text" if cfg.task == "pretrain" else "auto")
     ds = read_rows(d.path, fmt, d.max_examples)
+    if cfg.task == "pretrain" and detect_format(list(ds.column_names), fmt, d.text_field) == "text":
+        # Pretraining keeps every token: long documents are cut into seq_len pieces, not truncated.
+        return chunk_examples(tokenize_rows(tokenizer, ds, "text", None, d.text_field), d.seq_len)
     return tokenize_rows(tokenizer, ds, fmt, d.seq_len, d.text_field)

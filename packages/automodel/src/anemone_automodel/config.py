@@ -162,14 +162,41 @@ class FinetuneConfig(AutoModelConfig):
     """`anemone automodel finetune`: LoRA SFT of the embedded model on the built-in instruction set by default."""
 
 
+class PretrainModelConfig(ModelConfig):
+    init: Literal["pretrained", "scratch"] = "scratch"
+    """'scratch' (default for pretraining) builds the architecture with fresh weights; 'pretrained' continues one."""
+    # A shrunk SmolLM2 (same tokenizer, 4 narrow layers) so the no-argument run finishes in minutes on a CPU.
+    config_overrides: dict[str, int | float | str | bool] = {
+        "num_hidden_layers": 4, "hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6,
+        "num_key_value_heads": 2}
+    """Changes to the architecture's config.json before building the scratch model ({} keeps it as is)."""
+
+
+class PretrainDataConfig(DataConfig):
+    format: Literal["auto", "messages", "prompt_completion", "text", "megatron"] = "text"
+    """Raw text rows (`text_field`) or a Megatron .bin/.idx prefix (megatron)."""
+    pack: bool = True
+    """Pack documents into full rows with per-document attention."""
+
+
+class PretrainLoraConfig(LoraConfig):
+    enabled: bool = False
+    """Pretraining trains every weight."""
+
+
+class PretrainOptimConfig(OptimConfig):
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay on matrices."""
+
+
 class PretrainConfig(AutoModelConfig):
     """`anemone automodel pretrain`: a fresh model of the embedded model's architecture (or any HF config) on raw text."""
 
     task: Literal["finetune", "pretrain"] = "pretrain"
-    # A shrunk SmolLM2 (same tokenizer, 4 narrow layers) so the no-argument run finishes in minutes on a CPU.
-    model: ModelConfig = ModelConfig(init="scratch", config_overrides={
-        "num_hidden_layers": 4, "hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6,
-        "num_key_value_heads": 2})
-    data: DataConfig = DataConfig(format="text", pack=True)
-    lora: LoraConfig = LoraConfig(enabled=False)
-    optim: OptimConfig = OptimConfig(lr=1e-3, weight_decay=0.1)
+    # Section subclasses (not default instances), so `model.path=...` keeps the other pretraining defaults.
+    model: PretrainModelConfig = PretrainModelConfig()
+    data: PretrainDataConfig = PretrainDataConfig()
+    lora: PretrainLoraConfig = PretrainLoraConfig()
+    optim: PretrainOptimConfig = PretrainOptimConfig()

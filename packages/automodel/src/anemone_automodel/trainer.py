@@ -12,6 +12,7 @@ GPU: `torchrun --nproc-per-node 8 -m anemone_automodel.run finetune -c recipe.ya
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from anemone_automodel import checkpoint as ckpt
 from anemone_automodel.build import build_examples, build_model, build_run_dir
 from anemone_automodel.config import AutoModelConfig
 from anemone_automodel.data.loader import BatchPlan
-from anemone_automodel.loss import causal_lm_loss, count_trained_tokens
+from anemone_automodel.loss import causal_lm_loss, causal_lm_loss_at, count_trained_tokens, trained_positions
 from anemone_automodel.metrics import flops_per_token, peak_memory_gb, peak_tflops, step_bar
 from anemone_automodel.optim import build_optimizer, build_scheduler
 from anemone_automodel.outputs import save_adapter, save_consolidated, save_merged
@@ -37,7 +38,8 @@ from anemone_automodel.parallelize import (
 from anemone_core.metrics import MetricsLogger, write_run_config
 from anemone_core.parallel import ParallelDims, build_device_mesh, init_distributed
 
-KILL_ENV = "ANEMONE_AUTOMODEL_KILL_AT_STEP"  # test hook: hard-exit right after this step's checkpoint
+# Test hook: "N" hard-exits the process right after step N (and its checkpoint); "N:raise" raises instead.
+KILL_ENV = "ANEMONE_AUTOMODEL_KILL_AT_STEP"
 
 
 def _all_reduce(t: torch.Tensor, group: Any) -> torch.Tensor:
@@ -46,9 +48,16 @@ def _all_reduce(t: torch.Tensor, group: Any) -> torch.Tensor:
     return t
 
 
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the HF model can compute logits at chosen positions (`logits_to_keep` as an index tensor)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict[str, torch.Tensor]],
                *, device: str, dp_group: Any, dp_size: int, fsdp: bool, autocast_dtype: torch.dtype | None,
-               max_grad_norm: float | None, params: list[torch.nn.Parameter]) -> dict[str, float]:
+               max_grad_norm: float | None, params: list[torch.nn.Parameter],
+               sparse_logits: bool = True) -> dict[str, float]:
     """Forward/backward over the micro-batches, clip, step. Returns loss (per trained token), grad norm, tokens."""
     local_tokens = sum(count_trained_tokens(mb["labels"]) for mb in micro_batches)
     global_tokens = _all_reduce(torch.as_tensor(local_tokens, dtype=torch.float32, device=device), dp_group)
@@ -58,9 +67,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
             model.set_requires_gradient_sync(i == len(micro_batches) - 1)
         inputs = {k: v.to(device) for k, v in mb.items() if k in ("input_ids", "attention_mask", "position_ids")}
         ctx = torch.autocast(device.split(":")[0], dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        positions = trained_positions(mb["labels"]) if sparse_logits else None
         with ctx:
-            logits = model(**inputs, use_cache=False).logits  # (B, T, V)
-        loss = causal_lm_loss(logits, mb["labels"].to(device), reduction="sum")
+            if positions is not None and len(positions) < mb["labels"].shape[1] - 1:
+                # Logits only where a next token is trained: (B, K, V) instead of (B, T, V).
+                logits = model(**inputs, use_cache=False, logits_to_keep=positions.to(device)).logits
+                loss = causal_lm_loss_at(logits, mb["labels"], positions, reduction="sum")
+            else:
+                logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+                loss = causal_lm_loss(logits, mb["labels"].to(device), reduction="sum")
         (loss * dp_size / global_tokens.clamp(min=1)).backward()
         loss_sum += loss.detach()
     grad_norm = clip_grad_norm_(params, max_grad_norm)
@@ -121,6 +136,7 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
         start = state["step"]
 
     autocast_dtype = torch.bfloat16 if device.startswith("cuda") and cfg.model.dtype != "float32" else None
+    sparse_logits = accepts_logits_to_keep(model)
     fpt = flops_per_token(model, cfg.data.seq_len)
     peak = peak_tflops(device, cfg.metrics.peak_tflops)
     logger = MetricsLogger(run_dir, cfg.metrics.sinks, run_name=run_dir.name, config=cfg.model_dump(mode="json"))
@@ -132,7 +148,8 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
             lr = optimizer.param_groups[0]["lr"]
             stats = train_step(model, optimizer, plan.next_step(), device=device, dp_group=dp_group,
                                dp_size=dims.dp, fsdp=fsdp, autocast_dtype=autocast_dtype,
-                               max_grad_norm=o.max_grad_norm, params=params)
+                               max_grad_norm=o.max_grad_norm, params=params,
+                               sparse_logits=sparse_logits)
             scheduler.step()
             dt = time.perf_counter() - t0
             tps = stats["tokens"] / dt
@@ -148,8 +165,10 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
             if (every and (step + 1) % every == 0) or (last and cfg.checkpoint.at_end):
                 ckpt.save_train_state(ckpt_root, step + 1, model, optimizer, scheduler, plan.state_dict(),
                                       state_info, cfg.checkpoint.keep)
-            if os.environ.get(KILL_ENV) == str(step + 1):
-                os._exit(137)  # simulate a crash (SIGKILL-like: no cleanup, no final save)
+            if os.environ.get(KILL_ENV, "").split(":")[0] == str(step + 1):
+                if os.environ[KILL_ENV].endswith(":raise"):
+                    raise RuntimeError(f"{KILL_ENV}: simulated crash after step {step + 1}")
+                os._exit(137)  # simulate a hard kill: no cleanup, no final save, no flush
     logger.close()
 
     outputs = _save_outputs(cfg, model, run_dir, model_dir)

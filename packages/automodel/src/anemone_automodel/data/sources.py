@@ -68,7 +68,17 @@ def detect_format(columns: list[str], fmt: str, text_field: str = "text") -> str
                        f"'{text_field}' (raw text): rename the column or set data.format / data.text_field")
 
 
-def tokenize_rows(tokenizer: Any, ds: Any, fmt: str, seq_len: int, text_field: str = "text") -> list[dict]:
+def chunk_examples(examples: list[dict], seq_len: int) -> list[dict]:
+    """Cut every example into consecutive pieces of at most `seq_len` tokens (pieces of one token dropped)."""
+    out = []
+    for e in examples:
+        for i in range(0, len(e["input_ids"]), seq_len):
+            if len(e["input_ids"][i : i + seq_len]) > 1:
+                out.append({"input_ids": e["input_ids"][i : i + seq_len], "labels": e["labels"][i : i + seq_len]})
+    return out
+
+
+def tokenize_rows(tokenizer: Any, ds: Any, fmt: str, seq_len: int | None, text_field: str = "text") -> list[dict]:
     """Tokenize every row; a bad row fails with its index and the fix."""
     fmt = detect_format(list(ds.column_names), fmt, text_field)
 
@@ -90,7 +100,7 @@ def tokenize_rows(tokenizer: Any, ds: Any, fmt: str, seq_len: int, text_field: s
         return tokenize_text(tokenizer, text, seq_len)
 
     examples = [one(row, idx) for idx, row in enumerate(progress(ds, total=len(ds), description="tokenizing"))]
-    if not any(any(x != -100 for x in e["labels"][1:]) for e in examples):
+    if seq_len is not None and not any(any(x != -100 for x in e["labels"][1:]) for e in examples):
         raise AnemoneError(f"no example has a trained token within data.seq_len = {seq_len}: raise seq_len "
                            "(the prompts fill every sequence)")
     return examples

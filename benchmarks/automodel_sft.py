@@ -1,0 +1,137 @@
+"""SFT tokens/s: anemone-automodel vs transformers.Trainer vs TRL SFTTrainer, side by side in one run.
+
+Same model (the embedded SmolLM2-135M-Instruct, fp32), same data (the built-in 2-digit addition chats,
+tokenized once with `tokenize_chat`, right-truncated to 128 tokens, in the same fixed order), same batch (8,
+padded to the longest), same optimizer (AdamW lr 1e-4, betas 0.9/0.95, no weight decay, constant LR, clip
+1.0), CPU. Full fine-tune and LoRA r=16 (the same peft-wrapped model, same init, for all three).
+Prints tokens/s (non-pad tokens) over the measured steps and the loss of every step for each trainer.
+
+    uv run python benchmarks/automodel_sft.py [--steps 6] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import torch
+
+os.environ.setdefault("ANEMONE_NO_PROGRESS", "1")
+SEQ, BATCH, LR = 128, 8, 1e-4
+
+
+def data(tokenizer, n):
+    from anemone_automodel.data.builtin import builtin_chats
+    from anemone_automodel.data.chat import tokenize_chat
+
+    return [tokenize_chat(tokenizer, r["messages"], SEQ) for r in builtin_chats()[:n]]
+
+
+def fresh_model(mode):
+    from anemone_automodel.lora import apply_lora
+    from anemone_automodel.model import load_model
+
+    torch.manual_seed(0)
+    model = load_model(None, dtype=torch.float32)
+    model.config.use_cache = False
+    return apply_lora(model, r=16, alpha=32) if mode == "lora" else model
+
+
+def run_ours(model, examples, pad_id, steps):
+    from anemone_automodel.data.loader import BatchPlan
+    from anemone_automodel.optim import build_optimizer
+    from anemone_automodel.trainer import train_step
+
+    model.train()
+    plan = BatchPlan(examples, micro_batch_size=BATCH, shuffle=False, pad_id=pad_id)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(params, lr=LR, betas=(0.9, 0.95))
+    losses, times, tokens = [], [], []
+    for _ in range(steps + 1):
+        mbs = plan.next_step()
+        t0 = time.perf_counter()
+        s = train_step(model, opt, mbs, device="cpu", dp_group=None, dp_size=1, fsdp=False, autocast_dtype=None,
+                       max_grad_norm=1.0, params=params)
+        times.append(time.perf_counter() - t0)
+        losses.append(s["loss"])
+        tokens.append(s["tokens"])
+    return losses, times, tokens
+
+
+def run_hf(model, examples, tokenizer, steps, use_trl):
+    import datasets
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+    ds = datasets.Dataset.from_list(examples)
+    common = dict(output_dir="/tmp/anemone-bench-sft", per_device_train_batch_size=BATCH, max_steps=steps + 1,
+                  learning_rate=LR, adam_beta1=0.9, adam_beta2=0.95, weight_decay=0.0, lr_scheduler_type="constant",
+                  warmup_steps=0, max_grad_norm=1.0, logging_steps=1, report_to=[], save_strategy="no",
+                  use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True, bf16=False, fp16=False,
+                  gradient_checkpointing=False, optim="adamw_torch")
+    times, losses = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    collator = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    if use_trl:
+        from trl import SFTConfig, SFTTrainer
+
+        cfg = SFTConfig(**common, max_length=SEQ, packing=False, padding_free=False)
+        trainer = SFTTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tokenizer,
+                             data_collator=collator, callbacks=[Clock()])
+    else:
+        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=ds,
+                          data_collator=collator, callbacks=[Clock()])
+    # Same order as ours: no shuffling.
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(ds)
+    trainer.train()
+    tokens = [sum(len(e["input_ids"]) for e in examples[i * BATCH:(i + 1) * BATCH]) for i in range(steps + 1)]
+    return losses, times, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=6, help="measured steps (one more is run first as warm-up)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from anemone_automodel.model import load_tokenizer
+    from anemone_core.cli import print_table
+
+    tok = load_tokenizer(None)
+    examples = data(tok, BATCH * (args.steps + 1))
+    rows, loss_rows = [], []
+    for mode in ("full", "lora"):
+        base = fresh_model(mode)
+        results = {}
+        for name in ("anemone", "transformers.Trainer", "trl.SFTTrainer"):
+            model = copy.deepcopy(base)
+            if name == "anemone":
+                losses, times, tokens = run_ours(model, examples, tok.pad_token_id, args.steps)
+            else:
+                losses, times, tokens = run_hf(model, examples, tok, args.steps, use_trl=name.startswith("trl"))
+            tps = sum(tokens[1:]) / sum(times[1:])  # skip the warm-up step
+            results[name] = tps
+            loss_rows.append([mode, name] + [f"{x:.4f}" for x in losses])
+            del model
+        for name, tps in results.items():
+            rows.append([mode, name, f"{tps:.1f}", f"{results['anemone'] / tps:.2f}x"])
+    print_table(f"SFT tokens/s, SmolLM2-135M fp32 CPU, seq<={SEQ} batch {BATCH}, {args.threads} thread(s)",
+                ["mode", "trainer", "tokens/s", "anemone / this"], rows)
+    print_table("loss per step (step 0 = warm-up)", ["mode", "trainer"] + [str(i) for i in range(args.steps + 1)],
+                loss_rows)
+
+
+if __name__ == "__main__":
+    main()
