@@ -27,8 +27,13 @@ STAGES = [
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     # Ray waits a fixed 30 s for its raylet to register; on an overloaded shared machine that can run out.
+    import os
+
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):  # a cluster started beforehand (`ray start --head`)
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # ray raises a bare Exception on a startup timeout
         ray.shutdown()
         pytest.skip(f"a local Ray instance did not start on this machine: {exc}")

@@ -173,11 +173,10 @@ class RecordWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            table = (
-                pa.Table.from_pylist(self._buffer)
-                if self._buffer
-                else pa.table({"id": pa.array([], pa.string())})
-            )
+            # pyarrow takes the columns from the first row: give every row every key so no field is lost.
+            keys = dict.fromkeys(k for rec in self._buffer for k in rec)
+            rows = [{k: rec.get(k) for k in keys} for rec in self._buffer]
+            table = pa.Table.from_pylist(rows) if rows else pa.table({"id": pa.array([], pa.string())})
             pq.write_table(table, self._raw)
         elif self._fh is not self._raw:
             self._fh.close()
