@@ -13,13 +13,13 @@ DEFAULT_TASKS = ["arith_mc", "arith_gen", "stdlib_docs"]
 
 class LocalConfig(AnemoneConfig):
     batch_size: int = Field(16, ge=1)
-    """Rows per forward pass. Scores do not depend on it (right padding, masked keys)."""
+    """Rows per forward pass (a row holds one context and all its continuations). Scores do not depend on it."""
     device: str = "cpu"
     """'cpu' or 'cuda[:N]'."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights' dtype; log-softmax is always computed in float32."""
     prefix_cache: bool = True
-    """Run a shared context (a question's choices) once and reuse its KV cache for every continuation."""
+    """Pack the continuations sharing a context (a question's choices) into one row holding the context once."""
     threads: int | None = Field(None, ge=1)
     """torch CPU threads (torch.set_num_threads); default: torch's choice. On a shared machine 1 can be fastest."""
     max_length: int | None = Field(None, ge=2)
