@@ -188,7 +188,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             words += len(item["text"].split())
         rows.append(
             {
-                "file": str(f),
+                "file": str(f) if args.json else f.name,
                 "documents": n,
                 "invalid_records": bad,
                 "words": words,
@@ -199,7 +199,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table("curator: dataset statistics", list(rows[0].keys()), [list(r.values()) for r in rows])
+        print_table(
+            f"curator: dataset statistics ({', '.join(paths)})",
+            list(rows[0].keys()),
+            [list(r.values()) for r in rows],
+        )
     return 0
 
 
