@@ -94,15 +94,15 @@ def _run_inference(args: argparse.Namespace) -> dict:
     if args.batch_size < 1 or args.beam_size < 1 or args.threads < 1:
         raise AnemoneError("--batch-size, --beam-size and --threads must be >= 1: pass a positive integer")
     torch.set_num_threads(args.threads)
+    needed = ("audio_filepath", "text") if args.verb == "evaluate" else ("audio_filepath",)
+    utts = inputs_to_utterances(args.inputs, needed) if args.inputs else None  # bad input fails before loading
     model, tokenizer, meta = load_model(args.model, args.device)
-    inputs = args.inputs
-    if not inputs:
+    if utts is None:
         from anemone_speech.synth import SynthConfig, cached_corpus
 
-        inputs = [str(cached_corpus(SynthConfig()) / "test.jsonl")]
-        print(f"no FILES_OR_MANIFEST given: using {inputs[0]}", file=sys.stderr)
-    needed = ("audio_filepath", "text") if args.verb == "evaluate" else ("audio_filepath",)
-    utts = inputs_to_utterances(inputs, needed)
+        default = str(cached_corpus(SynthConfig()) / "test.jsonl")
+        print(f"no FILES_OR_MANIFEST given: using {default}", file=sys.stderr)
+        utts = inputs_to_utterances([default], needed)
     bar = iter(progress(total=len(utts), description=args.verb))
 
     def advance(n: int) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from anemone_speech.audio import read_audio
+from anemone_speech.batch import collate
 from anemone_speech.features import speed_perturb
 from anemone_speech.manifest import BucketBatchSampler, Utterance
 from anemone_speech.text import normalize_text
@@ -33,19 +34,6 @@ class AudioTextDataset(Dataset):
         if self.speed_factors:
             wav = speed_perturb(wav, self.rng.choice(self.speed_factors))
         return wav, self.targets[i]
-
-
-def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad to the longest item: wav (B, N), wav_lens (B,), targets (B, L), target_lens (B,)."""
-    wavs, targets = zip(*batch, strict=True)
-    wav_lens = torch.tensor([w.shape[0] for w in wavs])
-    target_lens = torch.tensor([t.shape[0] for t in targets])
-    wav = torch.zeros(len(wavs), int(wav_lens.max()))
-    tgt = torch.zeros(len(targets), max(1, int(target_lens.max())), dtype=torch.long)
-    for i, (w, t) in enumerate(zip(wavs, targets, strict=True)):
-        wav[i, : w.shape[0]] = w
-        tgt[i, : t.shape[0]] = t
-    return {"wav": wav, "wav_lens": wav_lens, "targets": tgt, "target_lens": target_lens}
 
 
 class SpeechDataModule(pl.LightningDataModule):

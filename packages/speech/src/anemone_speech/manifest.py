@@ -42,8 +42,9 @@ def _parse_line(raw: str, where: str, base: Path, needed: tuple[str, ...]) -> Ut
         raise AnemoneError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     missing = [k for k in needed if k not in obj]
     if missing:
+        hint = "; compute duration with soundfile.info(path).duration" if "duration" in missing else ""
         raise AnemoneError(f"{where}: missing field(s) {', '.join(missing)} (every line needs "
-                           f"{', '.join(needed)}): add them, e.g. compute duration with soundfile.info(path).duration")
+                           f"{', '.join(needed)}): add them{hint}")
     path = obj["audio_filepath"]
     if not isinstance(path, str) or not path:
         raise AnemoneError(f"{where}: audio_filepath = {path!r} must be a non-empty string path")

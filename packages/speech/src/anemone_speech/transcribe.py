@@ -10,9 +10,9 @@ import torch
 
 from anemone_core.errors import AnemoneError
 from anemone_speech.audio import read_audio
+from anemone_speech.batch import collate
 from anemone_speech.conformer import ConformerCTC
 from anemone_speech.ctc import beam_decode, greedy_decode
-from anemone_speech.data import collate
 from anemone_speech.manifest import Utterance, read_manifest
 from anemone_speech.metrics import error_rates, rtfx
 from anemone_speech.tokenizers import BPETokenizer, CharTokenizer
