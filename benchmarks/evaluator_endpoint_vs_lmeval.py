@@ -4,7 +4,7 @@ The server is anemone_evaluator.testing.OpenAIStubServer over the embedded SmolL
 one model call at a time), on 127.0.0.1; both clients send the same task to it with the same concurrency.
 The server is the bottleneck by design: this measures what a client adds (and whether it agrees).
 
-    uv run python benchmarks/evaluator_endpoint_vs_lmeval.py [--limit 50] [--concurrency 8] [--threads 1]
+    uv run --package anemone-evaluator --extra lmeval python benchmarks/evaluator_endpoint_vs_lmeval.py [--limit 50]
 """
 
 from __future__ import annotations

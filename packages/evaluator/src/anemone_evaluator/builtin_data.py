@@ -52,7 +52,7 @@ def arithmetic_rows(n: int = N_ARITH, seed: int = SEED) -> list[dict]:
 
 def stdlib_doc_rows(min_chars: int = 200, max_chars: int = 1500) -> list[dict]:
     """`{"id", "module", "text"}`: each module docstring, whitespace-normalized, cut at a sentence end."""
-    rows = []
+    rows: list[dict] = []
     for name in STDLIB_MODULES:
         try:
             doc = importlib.import_module(name).__doc__ or ""

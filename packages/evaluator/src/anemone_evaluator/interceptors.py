@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class InterceptedTarget:
             return dataclasses.replace(req, system=self.system_prompt)
         return dataclasses.replace(req, prompt=f"{self.system_prompt}\n\n{req.prompt}")
 
-    def _call(self, reqs: list[Request], fn: Callable[[list[Any]], list[Any]]) -> list[Any]:
+    def _call(self, reqs: Sequence[Request], fn: Callable[[list[Any]], list[Any]]) -> list[Any]:
         reqs = [self._system(r) for r in reqs]
         fp = self.target.fingerprint()
         keys = [request_key(r, fp) for r in reqs]

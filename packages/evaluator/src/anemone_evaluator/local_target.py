@@ -45,15 +45,16 @@ class LocalTarget:
             raise AnemoneError(f"--device {device} but no CUDA GPU is visible: use --device cpu")
         self.device = torch.device(device)
         self.tok = transformers.AutoTokenizer.from_pretrained(self.path)
-        self.model = transformers.AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, dtype))
+        self.model.to(self.device)  # type: ignore[arg-type]  # transformers' `to` stub rejects torch.device
+        self.model.eval()
         cfg = self.model.config
         self.max_length = max_length or next(
             (getattr(cfg, a) for a in ("n_positions", "max_position_embeddings", "n_ctx") if getattr(cfg, a, None)),
             2048)
         self.prefix_id = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
-        self._bos_text = self.tok.decode([self.prefix_id]) if self.prefix_id is not None else None
+        self._bos_text = str(self.tok.decode([self.prefix_id])) if self.prefix_id is not None else None
         self._fingerprint: str | None = None
 
     def fingerprint(self) -> str:
@@ -73,7 +74,8 @@ class LocalTarget:
         if not self.tok.chat_template:
             raise AnemoneError(f"chat_template=true but the tokenizer in {self.path} has no chat template: "
                                "run with chat_template=false")
-        return self.tok.apply_chat_template(chat_messages(prompt, system), tokenize=False, add_generation_prompt=True)
+        return str(self.tok.apply_chat_template(chat_messages(prompt, system), tokenize=False,
+                                                add_generation_prompt=True))
 
     def encode(self, text: str) -> list[int]:
         kw = {"add_special_tokens": False} if self._bos_text and text.startswith(self._bos_text) else {}
@@ -113,7 +115,7 @@ class LocalTarget:
         """
         import torch
 
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        groups: dict[tuple[tuple[int, ...], int], list[int]] = defaultdict(list)
         items: list[tuple[list[int], list[int]]] = []
         for i, (ctx, cont) in enumerate(pairs):
             full = (ctx + cont)[-(self.max_length + 1):]  # lm-eval's left truncation
@@ -123,17 +125,17 @@ class LocalTarget:
             # Unshared, a request is a pack of one: context + continuation under a plain causal mask.
             groups[(tuple(ctx), i) if not self.prefix_cache else (tuple(ctx), -1)].append(i)
         packs = []  # (context, [request ids]) with at most `pack_tokens` tokens unless one request is longer
-        for (ctx, _), members in groups.items():
+        for (shared, _), members in groups.items():
             cur: list[int] = []
-            size = len(ctx)
+            size = len(shared)
             for i in members:
                 seg = max(0, len(items[i][1]) - 1)
-                if cur and size + seg > max(self.pack_tokens, len(ctx) + seg):
-                    packs.append((list(ctx), cur))
-                    cur, size = [], len(ctx)
+                if cur and size + seg > max(self.pack_tokens, len(shared) + seg):
+                    packs.append((list(shared), cur))
+                    cur, size = [], len(shared)
                 cur.append(i)
                 size += seg
-            packs.append((list(ctx), cur))
+            packs.append((list(shared), cur))
         packs.sort(key=lambda p: -(len(p[0]) + sum(len(items[i][1]) for i in p[1])))  # similar lengths together
         out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
         with torch.inference_mode():
@@ -146,7 +148,7 @@ class LocalTarget:
 
         rows_ids, rows_pos, rows_scored = [], [], []  # per pack: tokens, positions, [(request, rows, targets)]
         for ctx, members in packs:
-            ids, pos, scored, segs = list(ctx), list(range(len(ctx))), [], []
+            ids, pos, scored = list(ctx), list(range(len(ctx))), []
             for i in members:
                 cont = items[i][1]
                 start = len(ids)
@@ -235,7 +237,7 @@ class LocalTarget:
                 temperature=None, top_p=None, top_k=None)
         texts = []
         for row in gen[:, width:].tolist():
-            text = tok.decode(row, skip_special_tokens=True)
+            text = str(tok.decode(row, skip_special_tokens=True))
             for s in until:
                 if s:
                     text = text.split(s)[0]

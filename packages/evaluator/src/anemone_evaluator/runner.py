@@ -8,6 +8,7 @@ Outputs, written atomically into one folder:
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -92,8 +93,8 @@ def run_task(task: Task, target: Any, cfg: EvalConfig, advance: Callable[[int], 
                                "decoding is supported; set do_sample: false")
         until = kw.get("until", [])
         until = tuple([until] if isinstance(until, str) else until)
-        reqs = [GenRequest(s.prompt, until, int(kw.get("max_gen_toks", 256)), chat) for s in samples]
-        responses = _chunked(target.generate, reqs, advance)
+        gen_reqs = [GenRequest(s.prompt, until, int(kw.get("max_gen_toks", 256)), chat) for s in samples]
+        responses = _chunked(target.generate, gen_reqs, advance)
         pipelines = [(p.name, build_filter(p.filter)) for p in task.config.filter_list] or [("none", lambda t: t)]
         options = {m.metric: m.model_dump() for m in task.config.metric_list}
         for s, resp in zip(samples, responses, strict=True):
@@ -126,6 +127,10 @@ def n_requests(task: Task, samples: list[Sample]) -> int:
     return sum(len(s.choices) for s in samples) if task.output_type == "multiple_choice" else len(samples)
 
 
+def _advance(bar: Any, job: Any, n: int) -> None:
+    bar.advance(job, n)
+
+
 def evaluate(cfg: EvalConfig, target: Target | None = None, progress: bool = True,
              log_path: Path | None = None) -> tuple[dict, list[dict]]:
     """Run every task of `cfg`; returns (results, sample records). Writes nothing but the cache and `log_path`."""
@@ -147,7 +152,7 @@ def evaluate(cfg: EvalConfig, target: Target | None = None, progress: bool = Tru
             for task, samples in task_samples:
                 job = bar.add_task(f"{task.name} ({task.output_type})", total=n_requests(task, samples))
                 t0 = time.perf_counter()
-                metrics, recs = run_task(task, wrapped, cfg, lambda n, j=job: bar.advance(j, n), samples)
+                metrics, recs = run_task(task, wrapped, cfg, functools.partial(_advance, bar, job), samples)
                 seconds = time.perf_counter() - t0
                 results["tasks"][task.name] = {
                     "output_type": task.output_type, "metrics": metrics, "n": len(samples),

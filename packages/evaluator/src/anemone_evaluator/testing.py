@@ -51,14 +51,14 @@ class OpenAIStubServer:
             logp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
         if max_tokens > 0:  # one generated token after the prompt, as vLLM returns with echo
             ids = ids + [int(logp[-1].argmax())]
-        names = self.tok.convert_ids_to_tokens(ids)
+        names: list[str] = list(self.tok.convert_ids_to_tokens(ids))
         offsets = [len(self.tok.decode(ids[:t])) for t in range(len(ids))]
         token_logprobs: list[float | None] = [None]
         top: list[dict[str, float] | None] = [None]
         for t in range(1, len(ids)):
             token_logprobs.append(logp[t - 1, ids[t]].item())
             best = int(logp[t - 1].argmax())
-            top.append({self.tok.convert_ids_to_tokens(best): logp[t - 1, best].item()})
+            top.append({str(self.tok.convert_ids_to_tokens(best)): logp[t - 1, best].item()})
         return {"tokens": names, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets}
 
     def generate(self, prompt: str | list[int], max_tokens: int, stop: list[str] | None) -> str:
@@ -67,7 +67,7 @@ class OpenAIStubServer:
         with self.lock, torch.inference_mode():
             out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
                                       pad_token_id=self.tok.pad_token_id)
-        text = self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        text = str(self.tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
         for s in stop or []:
             if s:
                 text = text.split(s)[0]
@@ -88,7 +88,7 @@ class OpenAIStubServer:
         return {"object": "text_completion", "model": self.model_name, "choices": choices}
 
     def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        prompt = self.tok.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
+        prompt = str(self.tok.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True))
         stop = body.get("stop")
         text = self.generate(prompt, int(body.get("max_tokens", 16)), [stop] if isinstance(stop, str) else stop)
         return {"object": "chat.completion", "model": self.model_name,
