@@ -196,3 +196,23 @@ def test_shipped_recipes_load():
     assert found
     for path in found:
         load_config(PipelineConfig, path)
+
+
+def test_splitting_a_file_into_line_shards_changes_nothing(corpus, tmp_path):
+    stages = [{"stage": "pii"}, {"stage": "exact_dedup"}, {"stage": "fuzzy_dedup"}]
+    single = corpus / "sample-00.jsonl"
+    whole = run_pipeline(_cfg(single, tmp_path / "whole", stages=stages), progress=False)
+    split = run_pipeline(
+        _cfg(single, tmp_path / "split", stages=stages, shard_lines=13),
+        progress=False,
+    )
+    assert split.totals == whole.totals and whole.totals["input"] == 60
+    kept = sorted((tmp_path / "split" / "kept").iterdir())
+    assert [p.name for p in kept][:2] == ["sample-00-p00000.jsonl.gz", "sample-00-p00001.jsonl.gz"]
+    assert len(kept) == 5
+    docs_split = [d for p in kept for d in read_records(p)]
+    docs_whole = read_records(tmp_path / "whole" / "kept" / "sample-00.jsonl.gz")
+    assert docs_split == docs_whole
+    for name in ("02_fuzzy_dedup", "01_exact_dedup"):
+        a = read_records(tmp_path / "split" / "duplicates" / f"{name}.jsonl.gz")
+        assert a == read_records(tmp_path / "whole" / "duplicates" / f"{name}.jsonl.gz")

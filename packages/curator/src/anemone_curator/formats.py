@@ -67,10 +67,27 @@ def _doc_from_record(
     return {"id": str(doc_id) if doc_id is not None else default_id, "text": text, **doc}, None
 
 
+def count_lines(path: str | Path) -> int:
+    """Lines of a JSONL file as `read_documents` numbers them (a last line without newline counts)."""
+    n, last = 0, b"\n"
+    with _open_binary(Path(path)) as raw:
+        while chunk := raw.read(1 << 24):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
 def read_documents(
-    path: str | Path, text_field: str = "text", id_field: str = "id"
+    path: str | Path,
+    text_field: str = "text",
+    id_field: str = "id",
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[Doc | Rejected]:
-    """Yield each record of `path` as a document, or as a `Rejected` naming what is wrong with it."""
+    """Yield each record of `path` as a document, or as a `Rejected` naming what is wrong with it.
+
+    `start`/`stop` select JSONL lines start+1 .. stop (1-based numbering is kept for the default ids).
+    """
     path = Path(path)
     stem = file_stem(path)
     if path.name.endswith(".parquet"):
@@ -78,6 +95,10 @@ def read_documents(
         return
     with _open_binary(path) as raw:
         for lineno, line in enumerate(io.BufferedReader(raw), start=1):  # type: ignore[arg-type]
+            if lineno <= start:
+                continue
+            if stop is not None and lineno > stop:
+                break
             default_id = f"{stem}/{lineno}"
             source = {"id": default_id, "source": f"{path.name}:{lineno}"}
             line = line.rstrip(b"\r\n")

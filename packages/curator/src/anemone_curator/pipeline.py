@@ -3,7 +3,8 @@
 Output folder:
 
     pipeline.yaml                 the resolved config
-    kept/<stem>.<fmt>             kept documents, one shard per input file, ids carried from the input
+    kept/<stem>.<fmt>             kept documents, one shard per input file (or per `shard_lines` slice:
+                                  <stem>-p<k>), ids carried from the input
     rejects/<stem>-s<k>.<fmt>     dropped documents with {id, stage, reason, doc}
     duplicates/<stage>.jsonl.gz   {id: removed, kept_id: the document it duplicates}
     tokens/<stem>.bin|.idx|.jsonl.gz and tokens.bin/.idx (all shards, Megatron indexed dataset)
@@ -29,7 +30,7 @@ from anemone_core.errors import AnemoneError
 from anemone_core.io import atomic_write_text
 from anemone_curator.dedup import load_ids, resolve
 from anemone_curator.executor import default_workers, map_shards
-from anemone_curator.formats import READER, expand_inputs, file_stem, read_records, write_records
+from anemone_curator.formats import READER, count_lines, expand_inputs, file_stem, read_records, write_records
 from anemone_curator.pipeline_config import PipelineConfig
 from anemone_curator.shard import run_shard
 from anemone_curator.stage import StageStats
@@ -77,6 +78,26 @@ def _prepare_output(out: Path, resolved: dict[str, Any], overwrite: bool) -> Non
     atomic_write_text(recipe, yaml.safe_dump(resolved, sort_keys=False))
 
 
+def _plan_shards(inputs: list[Path], shard_lines: int | None) -> list[tuple[Path, str, int, int | None]]:
+    """(file, shard name, first line, last line) per shard: a whole file, or `shard_lines`-line slices of it."""
+    shards: list[tuple[Path, str, int, int | None]] = []
+    for path in inputs:
+        stem = file_stem(path)
+        n = count_lines(path) if shard_lines and not path.name.endswith(".parquet") else 0
+        if not shard_lines or n <= shard_lines:
+            shards.append((path, stem, 0, None))
+            continue
+        for k, start in enumerate(range(0, n, shard_lines)):
+            shards.append((path, f"{stem}-p{k:05d}", start, start + shard_lines))
+    names = [name for _, name, _, _ in shards]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise AnemoneError(
+            f"shard names {clash} collide (a file is named like a slice of another): rename it"
+        )
+    return shards
+
+
 def _stats_path(out: Path, segment: int, stem: str) -> Path:
     return out / ".work" / "stats" / f"s{segment}-{stem}.jsonl"
 
@@ -101,7 +122,8 @@ def run_pipeline(
             out, json.loads((out / "stats.json").read_text(encoding="utf-8")), resumed=len(inputs)
         )
 
-    stems = [file_stem(p) for p in inputs]
+    shards = _plan_shards(inputs, cfg.shard_lines)
+    stems = [stem for _, stem, _, _ in shards]
     workers = cfg.executor.workers or default_workers()
     segments = plan_segments(cfg.stages)
     all_stats: list[dict[str, Any]] = []
@@ -109,7 +131,7 @@ def run_pipeline(
     counts: list[int] = []
     for seg in segments:
         specs, done = [], []
-        for i, (path, stem) in enumerate(zip(inputs, stems, strict=True)):
+        for i, (path, stem, start, stop) in enumerate(shards):
             sp = _stats_path(out, seg.index, stem)
             if sp.is_file():
                 done.append(read_records(sp)[0])
@@ -125,7 +147,7 @@ def run_pipeline(
                 "output_format": cfg.output_format,
             }
             if seg.index == 0:
-                spec["source"] = str(path)
+                spec.update(source=str(path), start=start, stop=stop)
             else:
                 prev = segments[seg.index - 1]
                 spec["source"] = str(out / ".work" / f"s{prev.index}" / f"{stem}.jsonl.zst")

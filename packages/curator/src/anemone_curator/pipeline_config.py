@@ -211,6 +211,9 @@ class PipelineConfig(AnemoneConfig):
     """The record field holding the document id; absent -> `<file stem>/<line>`."""
     output_format: Literal["jsonl.gz", "jsonl", "jsonl.zst", "parquet"] = "jsonl.gz"
     """Format of the kept and rejected shards."""
+    shard_lines: int | None = Field(None, ge=1)
+    """Split each JSONL input into shards of this many lines (parallel work inside one big file); null = one
+    shard per file. Parquet files stay one shard each."""
     batch_size: int = Field(256, ge=1)
     """Documents per batch through the stages."""
     keep_work: bool = False

@@ -40,7 +40,8 @@ def _stages_for(segment: Segment) -> list[Stage]:
 def _source(spec: dict[str, Any], first: StageStats, rejects: list[Rejected]) -> Iterator[Doc]:
     """The shard's documents: parsed input (segment 0) or the previous segment's survivors minus duplicates."""
     if spec["segment"] == 0:
-        for item in read_documents(spec["source"], spec["text_field"], spec["id_field"]):
+        lines = (spec.get("start", 0), spec.get("stop"))
+        for item in read_documents(spec["source"], spec["text_field"], spec["id_field"], *lines):
             first.docs_in += 1
             if isinstance(item, Rejected):
                 first.dropped[item.reason.split(" ")[0]] += 1
