@@ -77,3 +77,17 @@ def test_registry_lists_every_architecture(tiny_folders):
     assert {m["name"] for m in list_supported_models()} == {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe"}
     for arch, folder in tiny_folders.items():
         assert bridge_for(read_hf_config(folder)).name == arch.replace("_tied", "")
+
+
+def test_local_names_become_global_across_stages_and_expert_ranks():
+    from anemone_bridge.runtime import Layout
+    from anemone_bridge.weights import to_global
+
+    lay = Layout(tp=1, pp=2, ep=2, tp_rank=0, pp_rank=1, ep_rank=1, dp_rank=1, rank=3, world_size=4)
+    assert to_global("decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight", lay, 3, 2) == \
+        "decoder.layers.3.mlp.experts.local_experts.3.linear_fc1.weight"
+    # Transformer Engine's fused norms map onto the same table rows as the local spec's
+    assert to_global("decoder.layers.1.self_attention.linear_qkv.layer_norm_weight", lay, 3, 2) == \
+        "decoder.layers.4.input_layernorm.weight"
+    assert to_global("decoder.layers.0.mlp.linear_fc1.layer_norm_weight", lay, 3, 2) == \
+        "decoder.layers.3.pre_mlp_layernorm.weight"

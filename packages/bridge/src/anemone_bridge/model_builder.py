@@ -146,6 +146,8 @@ def build_gpt_model(arch: ArchBridge, hf_config: Any, tp: int, pp: int, ep: int,
     )
     # megatron only knows Llama-3.1's fixed scaling constants; take transformers' frequencies instead.
     model.rotary_pos_emb.inv_freq = hf_inv_freq(hf_config).to(model.rotary_pos_emb.inv_freq.device)
+    if torch.cuda.is_available():
+        model = model.cuda()  # built on the CPU (use_cpu_initialization), run where megatron expects it
     return model.eval()
 
 
@@ -156,13 +158,17 @@ def forward_logits(model: Any, input_ids: torch.Tensor, vocab_size: int) -> torc
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
+    from anemone_bridge.runtime import comm_device
+
+    dev = comm_device()
     b, s = input_ids.shape
-    position_ids = torch.arange(s).unsqueeze(0).expand(b, s)
-    mask = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)[None, None]  # (1, 1, S, S), True = hidden
+    input_ids = input_ids.to(dev)
+    position_ids = torch.arange(s, device=dev).unsqueeze(0).expand(b, s)
+    mask = torch.triu(torch.ones(s, s, dtype=torch.bool, device=dev), diagonal=1)[None, None]  # (1,1,S,S) True=hidden
     pp, pp_rank = ps.get_pipeline_model_parallel_world_size(), ps.get_pipeline_model_parallel_rank()
     cfg = model.config
     if pp_rank > 0:
-        hidden = torch.empty(s, b, cfg.hidden_size, dtype=cfg.params_dtype)
+        hidden = torch.empty(s, b, cfg.hidden_size, dtype=cfg.params_dtype, device=dev)
         dist.recv(hidden, src=ps.get_pipeline_model_parallel_prev_rank())
         model.set_input_tensor(hidden)
     out = model(input_ids, position_ids, mask)
@@ -189,7 +195,9 @@ def _last_stage_source_rank() -> int:
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
+    from anemone_bridge.runtime import comm_device
+
     me = torch.tensor([dist.get_rank() if (ps.is_pipeline_last_stage() and ps.get_tensor_model_parallel_rank() == 0
-                                           and ps.get_data_parallel_rank() == 0) else -1])
+                                           and ps.get_data_parallel_rank() == 0) else -1], device=comm_device())
     dist.all_reduce(me, op=dist.ReduceOp.MAX)
     return int(me.item())

@@ -93,16 +93,24 @@ def all_gather_object(obj) -> list:
     return out
 
 
+def comm_device() -> torch.device:
+    """Where tensors must be for the process group's collectives: CUDA under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def send_to(tensor: torch.Tensor, src: int, dst: int, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
-    """Move one tensor from rank `src` to rank `dst` (point to point); returns it on `dst`, None elsewhere."""
+    """Move one tensor from rank `src` to rank `dst` (point to point); returns it on `dst` (on the CPU),
+    None elsewhere."""
     rank = dist.get_rank()
     if src == dst:
-        return tensor if rank == dst else None
+        return tensor.cpu() if rank == dst else None
     if rank == src:
-        dist.send(tensor.contiguous(), dst=dst)
+        dist.send(tensor.contiguous().to(comm_device()), dst=dst)
         return None
     if rank == dst:
-        buf = torch.empty(shape, dtype=dtype)
+        buf = torch.empty(shape, dtype=dtype, device=comm_device())
         dist.recv(buf, src=src)
-        return buf
+        return buf.cpu()
     return None

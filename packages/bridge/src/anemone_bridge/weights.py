@@ -42,7 +42,18 @@ def is_tied_copy(name: str, hf_config: Any) -> bool:
     return name == "output_layer.weight" and bool(getattr(hf_config, "tie_word_embeddings", False))
 
 
+# The Transformer Engine spec fuses the pre-attention / pre-MLP RMSNorm into the next linear layer; its
+# parameters get the local spec's names, so one table serves both specs.
+TE_ALIASES = {
+    ".self_attention.linear_qkv.layer_norm_weight": ".input_layernorm.weight",
+    ".mlp.linear_fc1.layer_norm_weight": ".pre_mlp_layernorm.weight",
+}
+
+
 def to_global(local: str, layout: Layout, layers_per_stage: int, experts_per_rank: int) -> str:
+    for te, plain in TE_ALIASES.items():
+        if local.endswith(te):
+            local = local[: -len(te)] + plain
     name = _LAYER.sub(lambda m: f"decoder.layers.{layout.pp_rank * layers_per_stage + int(m.group(1))}.", local)
     return _EXPERT.sub(lambda m: f".local_experts.{layout.ep_rank * experts_per_rank + int(m.group(1))}.", name)
 
