@@ -59,3 +59,15 @@ def test_bad_inputs(tiny_dir, tmp_path):
         load_source(str(tiny_dir), adapter=str(tmp_path))
     with pytest.raises(AnemoneError, match="does not exist"):
         load_source(str(tmp_path / "nope"))
+
+
+@pytest.mark.slow  # anemone-bridge's import job takes ~60 s on the shared machine
+def test_megatron_checkpoint_through_bridge(tiny_dir, tiny_source, tmp_path):
+    bridge = pytest.importorskip("anemone_bridge")
+    bridge.import_ckpt(tiny_dir, tmp_path / "mg", quiet=True)
+    source = load_source(megatron=str(tmp_path / "mg"))
+    report = export_hf(source, tmp_path / "hf", dtype="float32")
+    assert report.ok
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(source.model(ids).logits, tiny_source.model(ids).logits, atol=1e-5, rtol=0)

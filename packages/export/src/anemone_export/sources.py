@@ -64,14 +64,12 @@ def load_source(model: str | None = None, adapter: str | None = None, megatron: 
 
 
 def megatron_to_hf(ckpt: Path) -> Path:
-    """Convert a Megatron-Core checkpoint to a temporary HF folder with anemone-bridge (optional extra)."""
+    """Convert a Megatron-Core checkpoint (as written by `anemone bridge import`) to a temporary HF folder with
+    anemone-bridge (the optional extra `bridge`): any saved TP/PP/EP layout, read back in one process."""
     bridge = require("anemone_bridge", "uv pip install 'anemone-export[bridge]'", "exporting a Megatron checkpoint")
-    convert = getattr(bridge, "megatron_to_hf", None)
-    if convert is None:
-        raise AnemoneError(f"the installed anemone-bridge {getattr(bridge, '__version__', '?')} has no megatron_to_hf(): "
-                           "upgrade it (`uv pip install -U anemone-bridge`)")
-    if not ckpt.exists():
-        raise AnemoneError(f"--megatron '{ckpt}' does not exist: give a Megatron-Core checkpoint folder")
+    if not ckpt.is_dir():
+        raise AnemoneError(f"--megatron '{ckpt}' is not a folder: give a Megatron-Core checkpoint written by "
+                           "`anemone bridge import`")
     out = Path(tempfile.mkdtemp(prefix="anemone-export-megatron-")) / "hf"
-    convert(ckpt, out)
+    bridge.export_ckpt(ckpt, out, quiet=True)
     return out

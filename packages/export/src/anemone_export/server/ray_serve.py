@@ -61,9 +61,9 @@ def init_ray(num_cpus: int | None = None, attempts: int = 3) -> None:
             time.sleep(2.0 * attempt)
 
 
-def start_ray_serve(cfg: ServeConfig, port: int, num_cpus: int | None = None) -> None:
+def start_ray_serve(cfg: ServeConfig, port: int, num_cpus: int | None = None, attempts: int = 3) -> None:
     """Start Ray (if needed), Serve's proxy on cfg.host:port and `cfg.replicas` replicas; returns when all are up."""
-    init_ray(num_cpus)
+    init_ray(num_cpus, attempts)
     serve = require("ray.serve", "uv pip install 'ray[serve]'", "serving with Ray Serve replicas")
     serve.start(http_options={"host": cfg.host, "port": port})
     ingress = serve.ingress(functools.partial(build_replica_app, cfg.model_dump()))()
@@ -89,9 +89,11 @@ def _wait_running(serve, timeout_s: float = 600) -> None:
 
 def stop_ray_serve() -> None:
     import ray
-    from ray import serve
 
-    serve.shutdown()
+    if ray.is_initialized():  # serve.shutdown() would otherwise start a Ray instance just to stop it
+        from ray import serve
+
+        serve.shutdown()
     ray.shutdown()
 
 
