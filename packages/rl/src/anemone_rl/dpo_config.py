@@ -11,9 +11,9 @@ from anemone_rl.config import ModelConfig, OptimConfig, RunConfig
 
 
 class DPOAlgoConfig(AnemoneConfig):
-    steps: int = Field(12, ge=1)
+    steps: int = Field(6, ge=1)
     """Optimizer steps."""
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1)
     """Preference pairs per optimizer step."""
     micro_batch_size: int = Field(4, ge=1)
     """Pairs per forward/backward (2x sequences); gradients accumulate over the batch."""
@@ -43,7 +43,7 @@ class DPODataConfig(AnemoneConfig):
     folder; `arithmetic:train` pairs each shipped question's answer (chosen) with a nearby wrong one."""
     eval: str | None = "arithmetic:test"
     """Held-out preference rows (unset = no evaluation)."""
-    eval_pairs: int = Field(64, ge=1)
+    eval_pairs: int = Field(16, ge=1)
     """How many held-out pairs to evaluate (the first N)."""
     eval_every: int = Field(0, ge=0)
     """Evaluate every N steps (0 = only before and after training)."""

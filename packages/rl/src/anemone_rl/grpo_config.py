@@ -72,7 +72,7 @@ class GRPODataConfig(AnemoneConfig):
     """Prompt rows: `arithmetic:train`, a .jsonl/.json/.parquet file or a datasets folder (`prompt` + env fields)."""
     eval: str | None = "arithmetic:test"
     """Held-out prompt rows for greedy accuracy (unset = no evaluation)."""
-    eval_prompts: int = Field(32, ge=1)
+    eval_prompts: int = Field(16, ge=1)
     """How many held-out prompts to evaluate (the first N)."""
     eval_every: int = Field(0, ge=0)
     """Evaluate every N steps (0 = only before and after training)."""
