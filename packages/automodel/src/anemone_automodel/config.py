@@ -177,6 +177,13 @@ class PretrainDataConfig(DataConfig):
     """Raw text rows (`text_field`) or a Megatron .bin/.idx prefix (megatron)."""
     pack: bool = True
     """Pack documents into full rows with per-document attention."""
+    seq_len: int = Field(128, ge=8)
+    """Tokens per packed row."""
+
+
+class PretrainTrainConfig(TrainConfig):
+    micro_batch_size: int = Field(4, ge=1)
+    """Packed rows per forward pass on each data-parallel rank."""
 
 
 class PretrainLoraConfig(LoraConfig):
@@ -200,3 +207,4 @@ class PretrainConfig(AutoModelConfig):
     data: PretrainDataConfig = PretrainDataConfig()
     lora: PretrainLoraConfig = PretrainLoraConfig()
     optim: PretrainOptimConfig = PretrainOptimConfig()
+    train: PretrainTrainConfig = PretrainTrainConfig()
