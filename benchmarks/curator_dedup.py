@@ -11,6 +11,7 @@ corpus size.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 import tracemalloc
@@ -114,9 +115,14 @@ def datatrove_run(texts, pairs, work):
     return dt, *score(removed, pairs), "14 buckets x 8 hashes (default), spaCy words"
 
 
+@functools.lru_cache(maxsize=1)
+def _memory_corpus(n_docs: int) -> list[str]:
+    return near_duplicate_corpus(n_docs, n_words=300, dup_fraction=0.1, jaccards=JACCARDS, seed=5)[0]
+
+
 def peak_memory(n_docs: int, partitions: int) -> tuple[float, float]:
     """(peak MB of the signature step for one 10k-doc shard, peak MB of the global resolve) via tracemalloc."""
-    texts, _ = near_duplicate_corpus(n_docs, n_words=300, dup_fraction=0.1, jaccards=JACCARDS, seed=5)
+    texts = _memory_corpus(n_docs)
     import tempfile
     from pathlib import Path
 
@@ -180,6 +186,10 @@ def main() -> None:
         for parts in (1, 4):
             sig, res = peak_memory(n, parts)
             mem_rows.append([n, parts, f"{sig:.1f}", f"{res:.1f}"])
+            print(
+                f"  memory: {n} docs, {parts} partitions: signatures {sig:.1f} MB, resolve {res:.1f} MB",
+                flush=True,
+            )
     print_table(
         "our dedup peak traced memory (MB)",
         ["docs", "partitions", "signatures (per 10k shard)", "global resolve"],

@@ -24,10 +24,24 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def local_pool(workers: int):
+    """A process pool to reuse across the segments of one run (spawn, not fork: the parent may hold threads,
+    from Ray or tokenizers, that fork would copy in a broken state)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+
+
 def map_shards(
-    fn: Callable[[Spec], dict[str, Any]], specs: list[Spec], kind: str, workers: int, address: str | None
+    fn: Callable[[Spec], dict[str, Any]],
+    specs: list[Spec],
+    kind: str,
+    workers: int,
+    address: str | None,
+    pool: Any = None,
 ) -> Iterator[tuple[Spec, dict[str, Any]]]:
-    """Yield (spec, result) as shards finish, in completion order."""
+    """Yield (spec, result) as shards finish, in completion order; `pool` reuses a `local_pool`."""
     if not specs:
         return
     if kind == "ray":
@@ -44,16 +58,16 @@ def map_shards(
                 ) from exc
             yield spec, result
     else:
-        yield from _map_local(fn, specs, workers)
+        yield from _map_local(fn, specs, workers, pool)
 
 
-def _map_local(fn: Callable[[Spec], dict[str, Any]], specs: list[Spec], workers: int) -> Iterator:
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+def _map_local(
+    fn: Callable[[Spec], dict[str, Any]], specs: list[Spec], workers: int, shared: Any
+) -> Iterator:
+    from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn, not fork: the parent may hold threads (Ray, tokenizers) that fork would copy in a broken state.
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=mp.get_context("spawn"))
+    pool = shared if shared is not None else local_pool(min(workers, len(specs)))
     futures = {pool.submit(fn, spec): spec for spec in specs}
     try:
         pending = set(futures)
@@ -75,8 +89,11 @@ def _map_local(fn: Callable[[Spec], dict[str, Any]], specs: list[Spec], workers:
                     raise ShardFailed(
                         f"shard {spec['stem']} (segment {spec['segment']}) failed: {exc!r}"
                     ) from exc
-    finally:
+    except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    if shared is None:
+        pool.shutdown(wait=True)
 
 
 def _map_ray(

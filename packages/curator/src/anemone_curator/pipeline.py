@@ -16,6 +16,7 @@ skips finished shards and redoes the rest; the outputs are byte-identical to an 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Callable
@@ -29,7 +30,7 @@ import yaml
 from anemone_core.errors import AnemoneError
 from anemone_core.io import atomic_write_text
 from anemone_curator.dedup import load_ids, resolve
-from anemone_curator.executor import default_workers, map_shards
+from anemone_curator.executor import default_workers, local_pool, map_shards
 from anemone_curator.formats import READER, count_lines, expand_inputs, file_stem, read_records, write_records
 from anemone_curator.pipeline_config import PipelineConfig
 from anemone_curator.shard import run_shard
@@ -129,40 +130,44 @@ def run_pipeline(
     all_stats: list[dict[str, Any]] = []
     resumed = 0
     counts: list[int] = []
-    for seg in segments:
-        specs, done = [], []
-        for i, (path, stem, start, stop) in enumerate(shards):
-            sp = _stats_path(out, seg.index, stem)
-            if sp.is_file():
-                done.append(read_records(sp)[0])
-                continue
-            spec: dict[str, Any] = {
-                "segment": seg.index,
-                "segment_plan": seg.__dict__,
-                "stem": stem,
-                "out": str(out),
-                "text_field": cfg.text_field,
-                "id_field": cfg.id_field,
-                "batch_size": cfg.batch_size,
-                "output_format": cfg.output_format,
-            }
-            if seg.index == 0:
-                spec.update(source=str(path), start=start, stop=stop)
-            else:
-                prev = segments[seg.index - 1]
-                spec["source"] = str(out / ".work" / f"s{prev.index}" / f"{stem}.jsonl.zst")
-                spec["labels"] = str(out / ".work" / f"s{prev.index}" / "labels.npy")
-                spec["offset"] = int(sum(counts[:i]))
-                spec["dedup_key"] = prev.dedup_key
-            specs.append(spec)
-        resumed += len(done)
-        done += _run_specs(specs, cfg, workers, seg, progress, on_shard_done)
-        by_stem = {s["shard"]: s for s in done}
-        seg_stats = [by_stem[stem] for stem in stems]
-        all_stats += seg_stats
-        counts = [s["kept"] for s in seg_stats]
-        if seg.dedup is not None:
-            _resolve_dedup(out, seg, stems, counts, progress)
+    pool = None  # one local process pool for every segment of the run
+    with contextlib.ExitStack() as stack:
+        for seg in segments:
+            specs, done = [], []
+            for i, (path, stem, start, stop) in enumerate(shards):
+                sp = _stats_path(out, seg.index, stem)
+                if sp.is_file():
+                    done.append(read_records(sp)[0])
+                    continue
+                spec: dict[str, Any] = {
+                    "segment": seg.index,
+                    "segment_plan": seg.__dict__,
+                    "stem": stem,
+                    "out": str(out),
+                    "text_field": cfg.text_field,
+                    "id_field": cfg.id_field,
+                    "batch_size": cfg.batch_size,
+                    "output_format": cfg.output_format,
+                }
+                if seg.index == 0:
+                    spec.update(source=str(path), start=start, stop=stop)
+                else:
+                    prev = segments[seg.index - 1]
+                    spec["source"] = str(out / ".work" / f"s{prev.index}" / f"{stem}.jsonl.zst")
+                    spec["labels"] = str(out / ".work" / f"s{prev.index}" / "labels.npy")
+                    spec["offset"] = int(sum(counts[:i]))
+                    spec["dedup_key"] = prev.dedup_key
+                specs.append(spec)
+            resumed += len(done)
+            if pool is None and specs and cfg.executor.kind == "local" and workers > 1 and len(shards) > 1:
+                pool = stack.enter_context(local_pool(min(workers, len(shards))))
+            done += _run_specs(specs, cfg, workers, seg, progress, on_shard_done, pool)
+            by_stem = {s["shard"]: s for s in done}
+            seg_stats = [by_stem[stem] for stem in stems]
+            all_stats += seg_stats
+            counts = [s["kept"] for s in seg_stats]
+            if seg.dedup is not None:
+                _resolve_dedup(out, seg, stems, counts, progress)
 
     files = _finish(out, stems, segments, cfg)
     summary = _summarize(all_stats, cfg)
@@ -173,7 +178,9 @@ def run_pipeline(
     return _result_from(out, summary, resumed)
 
 
-def _run_specs(specs, cfg: PipelineConfig, workers: int, seg: Segment, progress: bool, on_shard_done) -> list:
+def _run_specs(
+    specs, cfg: PipelineConfig, workers: int, seg: Segment, progress: bool, on_shard_done, pool
+) -> list:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -185,7 +192,9 @@ def _run_specs(specs, cfg: PipelineConfig, workers: int, seg: Segment, progress:
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         task = bar.add_task(label or f"segment {seg.index}", total=len(specs))
-        for _spec, stats in map_shards(run_shard, specs, cfg.executor.kind, workers, cfg.executor.address):
+        for _spec, stats in map_shards(
+            run_shard, specs, cfg.executor.kind, workers, cfg.executor.address, pool
+        ):
             results.append(stats)
             bar.advance(task)
             if on_shard_done is not None:
