@@ -88,7 +88,7 @@ class EndpointTarget:
                     self.stats["retries"] += 1
                 time.sleep(wait)
         raise AnemoneError(f"endpoint {url} failed after {self.max_retries + 1} attempts (last: {last}): check that "
-                           "the server is running and reachable, or raise endpoint.max_retries / endpoint.timeout_s")
+                           "the server is running and reachable, or raise endpoint_opts.max_retries / endpoint_opts.timeout_s")
 
     def _first_model(self) -> str:
         data = self._request("GET", "/models").get("data") or []

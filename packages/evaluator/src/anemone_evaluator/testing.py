@@ -123,10 +123,9 @@ def _handler(server: OpenAIStubServer) -> type[BaseHTTPRequestHandler]:
                 server.fail_next -= int(failing)
             if failing:
                 return self._send(server.fail_status, {"error": {"message": "injected failure"}})
-            key = json.dumps(body.get("prompt") if "prompt" in body else body.get("messages"))
-            if key in server.slow_once or body.get("prompt") in server.slow_once:
-                server.slow_once.discard(key)
-                server.slow_once.discard(body.get("prompt"))
+            prompt = body.get("prompt")
+            if isinstance(prompt, str) and prompt in server.slow_once:
+                server.slow_once.discard(prompt)
                 time.sleep(server.slow_s)
             if self.path == "/v1/completions":
                 return self._send(200, server.completions(body))
