@@ -54,6 +54,8 @@ def test_dpo_refuses_changed_config_on_resume(tiny_dir, tmp_path):
 
     with pytest.raises(AnemoneError, match="different config"):
         train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null", "dpo.beta=0.5"))
+    with pytest.raises(AnemoneError, match="holds a finished run"):
+        train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null"))
 
 
 def test_dpo_config_errors_name_values():

@@ -28,7 +28,7 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def prepare(out: Path, config: dict[str, Any], overwrite: bool) -> tuple[int, Path | None]:
+def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int | None = None) -> tuple[int, Path | None]:
     """-> (step to start from, checkpoint folder to resume from or None)."""
     if overwrite and out.exists():
         shutil.rmtree(out)
@@ -46,6 +46,9 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool) -> tuple[int, Pa
                          if saved.get("config", {}).get(k) != config.get(k))
         raise AnemoneError(f"run.out = {str(out)!r} holds a run with a different config (sections {changed}): "
                            f"resume with the same config, pass run.overwrite=true, or choose another run.out")
+    if total_steps is not None and step >= total_steps and (out / "model").is_dir():
+        raise AnemoneError(f"run.out = {str(out)!r} holds a finished run ({step} of {total_steps} steps, final model in "
+                           f"{out / 'model'}): choose another run.out, raise the step count, or pass run.overwrite=true")
     truncate_metrics(out / "metrics.jsonl", step)
     return step, folder
 
