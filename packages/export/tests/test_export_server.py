@@ -113,7 +113,7 @@ def test_concurrent_requests_are_batched_and_equal_to_single(tiny_source):
     single = BatchingEngine("s", step, layout, tok, max_model_len=256, eos_ids=set(), max_batch_size=1)
     try:
         assert asyncio.run(run(batched)) == asyncio.run(run(single))
-        assert batched.metrics.batch.counts[-1] >= 1 and max(batched.metrics.batch.sum, 0) == len(prompts)
+        assert batched.metrics.batch.sum == len(prompts)
         assert batched.metrics.batch.count == 1  # all four prompts went through one batch
     finally:
         batched.close()

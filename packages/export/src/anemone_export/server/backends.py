@@ -57,7 +57,7 @@ def build_engine(cfg: ServeConfig) -> Engine:
         return VllmEngine(cfg)
     if cfg.backend == "onnx":
         folder = _onnx_folder(cfg)
-        step, layout = onnx_step(folder / "model.onnx")
+        step, layout = onnx_step(folder / "model.onnx", cfg.threads)
         model_max = json.loads((folder / "anemone_onnx.json").read_text()).get("max_position_embeddings")
     else:
         import torch

@@ -325,10 +325,10 @@ def torch_step(model: torch.nn.Module) -> tuple[Callable[..., tuple], KVLayout]:
     return step, wrapped.layout
 
 
-def onnx_step(path) -> tuple[Callable[..., tuple], KVLayout]:
+def onnx_step(path, threads: int | None = None) -> tuple[Callable[..., tuple], KVLayout]:
     from anemone_export.onnx_export import OnnxStep
 
-    session = OnnxStep(path)
+    session = OnnxStep(path, threads=threads)
 
     def step(ids, mask, pos, *past, all_logits: bool = False):
         return session(ids, mask, pos, *past)
