@@ -91,3 +91,21 @@ def test_plain_basemodel_also_works():
         x: int = 1
 
     assert load_config(M, None, ["x=5"]).x == 5
+
+
+def test_cross_field_rule_message_is_shown_plainly():
+    from pydantic import model_validator
+
+    class Par(AnemoneConfig):
+        tp: int = 1
+        world: int = 4
+
+        @model_validator(mode="after")
+        def _divides(self):
+            if self.world % self.tp:
+                raise ValueError(f"tp={self.tp} does not divide world={self.world}: choose tp in {{1,2,4}}")
+            return self
+
+    with pytest.raises(ConfigError) as err:
+        load_config(Par, None, ["tp=3"])
+    assert err.value.problems == ["tp=3 does not divide world=4: choose tp in {1,2,4}"]

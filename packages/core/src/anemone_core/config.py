@@ -106,7 +106,10 @@ def _fix(err: Any, model_cls: type[BaseModel]) -> str:
 def format_validation_error(exc: ValidationError, model_cls: type[BaseModel]) -> list[str]:
     problems = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if not err["loc"]:  # a cross-field rule (model validator): its message already names the fields
+            problems.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in err["loc"])
         value = err.get("input")
         shown = "(absent)" if err["type"] == "missing" else repr(value)
         if len(shown) > 80:
