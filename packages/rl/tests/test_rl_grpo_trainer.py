@@ -79,7 +79,7 @@ def test_grpo_step_through_ray_actors_separate_mode(tiny_dir, tmp_path):
         pytest.skip(f"a local Ray instance could not start on this machine now: {exc}")
     try:
         s = train(_cfg(tiny_dir, tmp_path / "ray", "ray.enabled=true", "ray.colocated=false", "grpo.steps=2",
-                       "grpo.kl_beta=0.1", "run.threads=1", "grpo.mini_batches=2", "grpo.micro_batch_size=2"))
+                       "grpo.kl_beta=0.1", "run.threads=1", "grpo.micro_batch_size=2"))
         rows = read_metrics(tmp_path / "ray" / "metrics.jsonl")
         assert rows[2]["refit_time_s"] > 0 and rows[2]["kl"] > 0
         # after refit the separate generator samples with the updated policy: their logprobs agree
