@@ -6,7 +6,6 @@ requests over the replicas. Locally `ray.init()` starts a one-node cluster; on a
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import threading
@@ -66,7 +65,12 @@ def start_ray_serve(cfg: ServeConfig, port: int, num_cpus: int | None = None, at
     init_ray(num_cpus, attempts)
     serve = require("ray.serve", "uv pip install 'ray[serve]'", "serving with Ray Serve replicas")
     serve.start(http_options={"host": cfg.host, "port": port})
-    ingress = serve.ingress(functools.partial(build_replica_app, cfg.model_dump()))()
+    cfg_data = cfg.model_dump()
+
+    def build_app():  # Ray treats only a plain function (inspect.isfunction) as an app builder, not a partial
+        return build_replica_app(cfg_data)
+
+    ingress = serve.ingress(build_app)()
     deployment = serve.deployment(ingress, name="openai", num_replicas=cfg.replicas,
                                   ray_actor_options={"num_cpus": 0},  # engines set their own thread counts
                                   max_ongoing_requests=max(64, 4 * cfg.max_batch_size))
