@@ -123,10 +123,15 @@ def step_grpo(ctx: Ctx) -> StepResult:
     if not (model / "config.json").is_file():
         raise AnemoneError(f"the GRPO step wrote no model at {model}")
     ctx.models["aligned"] = str(model)
-    before, after = find(data, "accuracy_before", "eval_accuracy_before"), find(data, "accuracy_after", "eval_accuracy_after")
+    before, after = find(data, "eval_accuracy_start"), find(data, "eval_accuracy_end")
     figure = f"held-out accuracy {fmt(before)} -> {fmt(after)} in {steps} steps" if before is not None else \
         f"reward mean {fmt(find(data, 'reward_mean'))}"
     return StepResult("grpo/model (aligned HF folder)", figure, data)
+
+
+def _metric(results: Any, task: str, metric: str) -> tuple[Any, Any]:
+    m = ((results.get("tasks") or {}).get(task) or {}).get("metrics", {}).get(metric) or {}
+    return m.get("value"), m.get("stderr")
 
 
 def step_evaluate(ctx: Ctx) -> StepResult:
@@ -135,25 +140,44 @@ def step_evaluate(ctx: Ctx) -> StepResult:
     for tag in ("base", "sft", "aligned"):
         if tag not in ctx.models:
             continue
-        out = ctx.path("eval", tag)
-        data = anemone(ctx, "evaluate", "eval", "run", "--model", ctx.models[tag], "--tasks", "arith_gen,stdlib_docs",
-                       "--limit", limit, "--output", str(out), "--overwrite", tag=f"evaluate-{tag}")
-        scores[tag] = data
+        # The arithmetic questions go through the chat template, as the SFT and GRPO steps trained them; the
+        # perplexity set is plain text.
+        arith = anemone(ctx, "evaluate", "eval", "run", "--model", ctx.models[tag], "--tasks", "arith_gen",
+                        "--chat-template", "--limit", limit, "--output", str(ctx.path("eval", tag, "arith")),
+                        "--overwrite", tag=f"evaluate-{tag}-arith")
+        ppl = anemone(ctx, "evaluate", "eval", "run", "--model", ctx.models[tag], "--tasks", "stdlib_docs",
+                      "--output", str(ctx.path("eval", tag, "ppl")), "--overwrite", tag=f"evaluate-{tag}-ppl")
+        scores[tag] = {"exact_match": _metric(arith, "arith_gen", "exact_match"),
+                       "bits_per_byte": _metric(ppl, "stdlib_docs", "bits_per_byte")}
     parts = []
-    for tag, data in scores.items():
-        acc, err = find(data, "exact_match", "value"), find(data, "exact_match_stderr", "stderr")
-        parts.append(f"{tag} {fmt(acc)}" + (f"±{fmt(err, 2)}" if err is not None else ""))
-    return StepResult("eval/<model>/results.json + samples.jsonl", "arith exact match: " + ", ".join(parts),
-                      {"scores": scores})
+    for tag, s in scores.items():
+        (acc, err), (bpb, _) = s["exact_match"], s["bits_per_byte"]
+        parts.append(f"{tag} {fmt(acc)}±{fmt(err, 2)} (bpb {fmt(bpb)})")
+    verdict = ""
+    if "aligned" in scores and "base" in scores:
+        better = (scores["aligned"]["exact_match"][0] or 0) > (scores["base"]["exact_match"][0] or 0)
+        verdict = "; aligned beats base" if better else "; aligned does NOT beat base"
+    return StepResult("eval/<model>/{arith,ppl}/results.json + samples.jsonl",
+                      "held-out arithmetic exact match: " + ", ".join(parts) + verdict, {"scores": scores})
 
 
 def step_convert(ctx: Ctx) -> StepResult:
     model = ctx.models.get("aligned") or ctx.models.get("sft") or ctx.models["base"]
-    data = anemone(ctx, "convert", "bridge", "verify", "--model", model, "--tp", "2")
+    tp = smallest_tensor_parallel(model)
+    data = anemone(ctx, "convert", "bridge", "verify", "--model", model, "--tp", str(tp))
     agree, cos = find(data, "argmax_agreement"), find(data, "cosine", "cosine_similarity", "min_cosine")
     diff = find(data, "roundtrip_max_abs_diff", "max_abs_diff")
-    return StepResult("HF -> Megatron-Core (TP=2) -> HF, verified",
+    return StepResult(f"HF -> Megatron-Core (TP={tp}) -> HF, verified",
                       f"argmax agreement {fmt(agree)}, cosine {fmt(cos, 6)}, round trip max|diff| {fmt(diff)}", data)
+
+
+def smallest_tensor_parallel(model: str) -> int:
+    """The smallest TP > 1 that divides the model's attention and KV heads (TP=2 where it can; SmolLM2-135M has
+    9 heads and 3 KV heads, so TP=3), else 1."""
+    cfg = json.loads((Path(model) / "config.json").read_text())
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    return next((t for t in range(2, heads + 1) if heads % t == 0 and kv % t == 0), 1)
 
 
 def step_export(ctx: Ctx) -> StepResult:
