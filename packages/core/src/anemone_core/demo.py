@@ -165,10 +165,10 @@ def step_convert(ctx: Ctx) -> StepResult:
     model = ctx.models.get("aligned") or ctx.models.get("sft") or ctx.models["base"]
     tp = smallest_tensor_parallel(model)
     data = anemone(ctx, "convert", "bridge", "verify", "--model", model, "--tp", str(tp))
-    agree, cos = find(data, "argmax_agreement"), find(data, "cosine", "cosine_similarity", "min_cosine")
-    diff = find(data, "roundtrip_max_abs_diff", "max_abs_diff")
+    agree, cos = data.get("argmax_agreement"), data.get("cosine_min")
+    diff = (data.get("roundtrip") or {}).get("max_abs_diff")
     return StepResult(f"HF -> Megatron-Core (TP={tp}) -> HF, verified",
-                      f"argmax agreement {fmt(agree)}, cosine {fmt(cos, 6)}, round trip max|diff| {fmt(diff)}", data)
+                      f"argmax agreement {fmt(agree)}, min cosine {fmt(cos, 6)}, round trip max|diff| {fmt(diff)}", data)
 
 
 def smallest_tensor_parallel(model: str) -> int:
@@ -189,10 +189,15 @@ def step_export(ctx: Ctx) -> StepResult:
     answer = serve_and_chat(model, "What is 12 + 35?")
     ctx.path("steps", "export-serve.json").write_text(json.dumps(answer, indent=2))
     text = answer["choices"][0]["message"]["content"].strip().replace("\n", " ")
-    agree_g, agree_o = find(gguf, "greedy_agreement", "agreement"), find(onnx, "greedy_agreement", "agreement")
+    agree_g, agree_o = _check(gguf, "greedy agreement"), _check(onnx, "greedy agreement")
     return StepResult("export/model-f16.gguf, export/onnx/, one served chat answer",
                       f"GGUF agreement {fmt(agree_g)}, ONNX agreement {fmt(agree_o)}; served: {text[:60]!r}",
                       {"gguf": gguf, "onnx": onnx, "serve": answer})
+
+
+def _check(report: dict[str, Any], name: str) -> Any:
+    """A named check's value from an exporter's validation report."""
+    return next((c.get("value") for c in report.get("checks", []) if c.get("name") == name), None)
 
 
 def serve_and_chat(model: str, question: str, timeout_s: float = 240.0) -> dict[str, Any]:
