@@ -243,7 +243,7 @@ STEPS: list[Step] = [
     Step("sft", "automodel", "LoRA fine-tune the embedded model on arithmetic/instruction chats", step_sft),
     Step("grpo", "rl", "align with GRPO on the arithmetic task", step_grpo),
     Step("evaluate", "eval", "base vs SFT vs aligned on held-out arithmetic and perplexity", step_evaluate),
-    Step("convert", "bridge", "HF -> Megatron-Core TP=2 -> HF with verification", step_convert),
+    Step("convert", "bridge", "HF -> Megatron-Core (TP=2, or the smallest TP the heads allow) -> HF, verified", step_convert),
     Step("export", "export", "GGUF + ONNX (validated), then serve and answer one chat", step_export),
 ]
 
