@@ -5,7 +5,9 @@
 Both: the embedded SmolLM2-135M-Instruct in fp32, arithmetic prompts, 4 prompts x 4 generations, 24 new
 tokens, temperature 1, token-level loss, clip 0.2 / 0.28, k3 KL with beta 0.01 to a frozen reference,
 one optimizer step per generation batch, the math verifier as reward. The first step is a warm-up for both
-and is left out; the table gives the median of the remaining steps.
+and is left out; the table gives the median of the remaining steps, in wall seconds and in CPU seconds of the
+process (everything runs in it: our in-process workers, TRL's trainer), which other jobs on a shared machine
+distort far less. `--rounds 2` runs ours, TRL, ours, TRL, pooling the steps of each side.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from anemone_core.cli import print_table
 P, G, NEW = 4, 4, 24
 
 
-def ours(steps: int, threads: int, use_ray: bool) -> list[float]:
+def ours(steps: int, threads: int, use_ray: bool) -> tuple[list[float], list[float]]:
     from anemone_core.config import load_config
     from anemone_core.metrics import read_metrics
     from anemone_rl.grpo_config import GRPOConfig
@@ -35,10 +37,11 @@ def ours(steps: int, threads: int, use_ray: bool) -> list[float]:
         f"grpo.max_new_tokens={NEW}", "grpo.micro_batch_size=16", "grpo.kl_beta=0.01", "data.eval=null",
         "optim.lr=1e-6"])
     train(cfg)
-    return [r["step_time_s"] for r in read_metrics(f"{out}/run/metrics.jsonl") if "step_time_s" in r]
+    rows = [r for r in read_metrics(f"{out}/run/metrics.jsonl") if "step_time_s" in r]
+    return [r["step_time_s"] for r in rows], [r["step_cpu_s"] for r in rows]
 
 
-def trl(steps: int, threads: int) -> list[float]:
+def trl(steps: int, threads: int) -> tuple[list[float], list[float]]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -56,13 +59,15 @@ def trl(steps: int, threads: int) -> list[float]:
         return [math_reward({"answer": a}, c[0]["content"]) for c, a in zip(completions, answer, strict=True)]
 
     times: list[float] = []
+    cpus: list[float] = []
 
-    class Timer(TrainerCallback):
+    class Timer(TrainerCallback):  # a step = generate, score, reference, train: TRL generates inside the step
         def on_step_begin(self, args, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t0)
+            cpus.append(time.process_time() - self.c0)
 
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), use_cpu=True, bf16=False, gradient_checkpointing=False,
@@ -73,7 +78,7 @@ def trl(steps: int, threads: int) -> list[float]:
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=ds,
                           processing_class=AutoTokenizer.from_pretrained(folder), callbacks=[Timer()])
     trainer.train()
-    return times
+    return times, cpus
 
 
 def main() -> None:
@@ -81,17 +86,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ray", action="store_true", help="run our workers as Ray actors (colocated)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate ours and TRL this many times")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    a = ours(args.steps, args.threads, args.ray)
-    print("anemone-rl step times:", [round(x, 2) for x in a], flush=True)
-    b = trl(args.steps, args.threads)
-    print("TRL step times:", [round(x, 2) for x in b], flush=True)
-    ma, mb = statistics.median(a[1:] or a), statistics.median(b[1:] or b)
+    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
+    for _ in range(args.rounds):
+        w, c = ours(args.steps, args.threads, args.ray)
+        print("anemone-rl step wall s:", [round(x, 2) for x in w], "CPU s:", [round(x, 2) for x in c], flush=True)
+        a_wall, a_cpu = a_wall + w[1:], a_cpu + c[1:]  # the first step of each run is a warm-up
+        w, c = trl(args.steps, args.threads)
+        print("TRL step wall s:", [round(x, 2) for x in w], "CPU s:", [round(x, 2) for x in c], flush=True)
+        b_wall, b_cpu = b_wall + w[1:], b_cpu + c[1:]
+    med = statistics.median
     print_table(f"GRPO step, SmolLM2-135M fp32 CPU, {P}x{G} sequences, {NEW} new tokens, {args.threads} thread(s)",
                 ["", "anemone-rl" + (" (Ray)" if args.ray else " (in-process)"), "TRL GRPOTrainer", "speed-up"],
-                [["median step s", round(ma, 2), round(mb, 2), round(mb / ma, 2)]])
-
+                [["median step, wall s", round(med(a_wall), 2), round(med(b_wall), 2), round(med(b_wall) / med(a_wall), 2)],
+                 ["median step, CPU s", round(med(a_cpu), 2), round(med(b_cpu), 2), round(med(b_cpu) / med(a_cpu), 2)]])
 
 if __name__ == "__main__":
     main()

@@ -181,3 +181,19 @@ def test_clipped_policy_loss_with_kl_and_sequence_normalization():
     assert loss.item() == pytest.approx(base.item() + 0.5 * kl_tok, rel=1e-5)
     same, stats0 = clipped_policy_loss(lp, lp, adv, mask, ref_logprobs=lp, kl_beta=1.0)
     assert stats0["kl"].item() == 0.0
+
+
+def test_forward_logprobs_with_response_mask_skips_prompt_logits_only():
+    from anemone_core.testing import tiny_model
+    from anemone_rl.policy import build_batch, forward_logprobs
+
+    model = tiny_model("llama", seed=6)
+    batch = build_batch([[5, 6, 7, 8, 9], [10, 11, 12]], [[13, 14], [15, 16, 17, 18]], pad_id=0)
+    mask = batch["response_mask"]  # first scored column: 2 (second row's prompt has 3 tokens)
+    full, ent_full = forward_logprobs(model, batch["input_ids"], batch["attention_mask"], 0.7, with_entropy=True)
+    cut, ent_cut = forward_logprobs(model, batch["input_ids"], batch["attention_mask"], 0.7, with_entropy=True,
+                                    response_mask=mask)
+    assert cut.shape == full.shape and ent_cut.shape == ent_full.shape
+    torch.testing.assert_close(cut[mask > 0], full[mask > 0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ent_cut[mask > 0], ent_full[mask > 0], atol=1e-6, rtol=1e-6)
+    assert (cut[:, :2] == 0).all()

@@ -49,16 +49,21 @@ def pair_logprobs(model: Any, pairs: list[tuple[dict, dict]], pad_id: int,
                   average: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Sequence logprobs of the chosen (b,) and rejected (b,) responses, in one forward of 2b sequences.
 
-    Also returns the batch with its logits (2b, L, V), for an SFT term on the chosen half."""
+    Also returns the batch with its logits (2b, L-first, V) and labels cut to the same columns, for an SFT term
+    on the chosen half. The LM head runs only from the first column that scores a response token (`first`):
+    prompts are most of a short-answer pair, and the head is a fifth of a small model's forward."""
     from anemone_automodel.data.collate import pad_collate
 
     batch = pad_collate([c for c, _ in pairs] + [r for _, r in pairs], pad_id)  # (2b, L)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (2b, L, V)
-    lp = shifted_token_logprobs(logits, batch["input_ids"])  # (2b, L-1)
+    L = batch["input_ids"].shape[1]
     mask = (batch["labels"][:, 1:] != -100).float()  # (2b, L-1): entries scoring response tokens
-    seq = sequence_logprobs(lp, mask, average=average)  # (2b,)
+    first = int(mask.any(0).nonzero()[0]) if bool(mask.any()) else 0
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   logits_to_keep=L - first).logits  # (2b, L-first, V)
+    lp = shifted_token_logprobs(logits, batch["input_ids"][:, first:])  # (2b, L-1-first)
+    seq = sequence_logprobs(lp, mask[:, first:], average=average)  # (2b,)
     b = len(pairs)
-    return seq[:b], seq[b:], batch | {"logits": logits}
+    return seq[:b], seq[b:], batch | {"logits": logits, "labels": batch["labels"][:, first:]}
 
 
 def dpo_step(state: LocalState, reference: Any, pairs: list[tuple[dict, dict]], cfg: DPOConfig, pad_id: int) -> dict[str, float]:

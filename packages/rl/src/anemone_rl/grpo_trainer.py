@@ -49,7 +49,7 @@ def evaluate(w: Workers, items: list[tuple[dict, list[int]]], max_new_tokens: in
 
 
 def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: int) -> dict[str, Any]:
-    t_step = time.perf_counter()
+    t_step, cpu_step = time.perf_counter(), time.process_time()
     g = cfg.grpo
     G = g.generations_per_prompt
     chosen, dropped = items.take(step_indices(len(items), step, g.prompts_per_step, cfg.run.seed))
@@ -97,7 +97,8 @@ def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: in
     t_refit = w.refit()
     n_tok = float(batch["response_mask"].sum())
     return m | stats | {"skipped": 0, "train_time_s": t_train, "refit_time_s": t_refit,
-                        "train_tokens_per_s": n_tok / max(t_train, 1e-9), "step_time_s": time.perf_counter() - t_step}
+                        "train_tokens_per_s": n_tok / max(t_train, 1e-9), "step_time_s": time.perf_counter() - t_step,
+                        "step_cpu_s": time.process_time() - cpu_step}
 
 
 def train(cfg: GRPOConfig, stop_after: int | None = None) -> dict[str, Any]:

@@ -65,14 +65,28 @@ def micro_batches(batch: dict[str, torch.Tensor], size: int):
 
 
 def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0,
-                     with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token logprobs (B, L-1) of input_ids under the model (and entropies (B, L-1) if asked)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, L, V)
-    lp = shifted_token_logprobs(logits, input_ids, temperature)  # (B, L-1)
+                     with_entropy: bool = False, response_mask: torch.Tensor | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token logprobs (B, L-1) of input_ids under the model (and entropies (B, L-1) if asked).
+
+    With `response_mask` (B, L-1), the LM head and the softmax run only from the first column any row scores
+    a response token (HF `logits_to_keep`): prompt positions need no logits, and the head over a 49k vocabulary
+    is a fifth of a small model's forward. Entries before that column are 0.
+    """
+    B, L = input_ids.shape
+    first = 0
+    if response_mask is not None and bool(response_mask.any()):
+        first = int(response_mask.any(0).nonzero()[0])  # first scored column of the (B, L-1) layout
+    kw = {"logits_to_keep": L - first} if first else {}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kw).logits  # (B, L-first, V)
+    lp = shifted_token_logprobs(logits, input_ids[:, first:], temperature)  # (B, L-1-first)
     ent = None
     if with_entropy:
         with torch.no_grad():
-            ent = entropy_from_logits(logits[:, :-1].detach(), temperature)  # (B, L-1)
+            ent = entropy_from_logits(logits[:, :-1].detach(), temperature)  # (B, L-1-first)
+    if first:  # back to the (B, L-1) layout every caller indexes with response_mask
+        lp = torch.nn.functional.pad(lp, (first, 0))
+        ent = torch.nn.functional.pad(ent, (first, 0)) if ent is not None else None
     return lp, ent
 
 
@@ -88,7 +102,8 @@ def batched_logprobs(model: Any, batch: dict[str, torch.Tensor], micro_batch_siz
         ids = batch["input_ids"][start : start + micro_batch_size]
         attn = batch["attention_mask"][start : start + micro_batch_size]
         W = int(attn.sum(-1).max())
-        lp, _ = forward_logprobs(model, ids[:, :W], attn[:, :W], temperature)
+        rmask = batch["response_mask"][start : start + micro_batch_size, : W - 1] if "response_mask" in batch else None
+        lp, _ = forward_logprobs(model, ids[:, :W], attn[:, :W], temperature, response_mask=rmask)
         out[start : start + ids.shape[0], : W - 1] = lp.float()
     model.train(was)
     return out

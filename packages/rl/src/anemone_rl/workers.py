@@ -83,9 +83,9 @@ class PolicyWorker:
             mini = {k: v[m * per_mini : (m + 1) * per_mini] for k, v in batch.items()}
             n_tok = float(mini["response_mask"].sum().clamp_min(1))
             for mb in micro_batches(_to(mini, self.device), a["micro_batch_size"]):
-                lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
-                                           with_entropy=True)  # (b, W-1)
                 mask = mb["response_mask"]
+                lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
+                                           with_entropy=True, response_mask=mask)  # (b, W-1)
                 old = mb["old_logprobs"] if "old_logprobs" in mb else lp.detach()
                 loss, st = clipped_policy_loss(
                     lp, old, mb["advantages"], mask, a["eps_low"], a["eps_high"], a["normalization"],
