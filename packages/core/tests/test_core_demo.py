@@ -28,3 +28,15 @@ def test_demo_answers_help():
     with pytest.raises(SystemExit) as info:
         main(["demo", "--help"])
     assert info.value.code == 0
+
+
+def test_device_choice_is_checked():
+    import torch
+
+    assert demo.resolve_device("cpu") == "cpu"
+    assert demo.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(AnemoneError, match="choose auto, cpu or cuda"):
+        demo.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(AnemoneError, match="no CUDA GPU here; use --device cpu"):
+            demo.resolve_device("cuda")

@@ -25,6 +25,7 @@ from anemone_core.errors import AnemoneError
 class Ctx:
     run_dir: Path
     quick: bool
+    device: str = "cpu"  # "cpu" or "cuda": where training, generation and evaluation run
     models: dict[str, str] = field(default_factory=dict)  # "base", "sft", "aligned" -> HF folder
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -51,7 +52,10 @@ def anemone(ctx: Ctx, step: str, *args: str, tag: str | None = None) -> Any:
     """Run `anemone args... --json`; stderr (progress bars) goes to the terminal, stdout's JSON is returned and kept."""
     cmd = [sys.executable, "-m", "anemone_core.cli", *args, "--json"]
     print(f"\n$ anemone {' '.join(args)} --json", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, ANEMONE_DEMO="1"))
+    env = dict(os.environ, ANEMONE_DEMO="1")
+    if ctx.device == "cpu":  # --device cpu on a GPU host: keep every step (automodel picks CUDA itself) on the CPU
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         raise AnemoneError(f"demo step '{step}' failed (exit {proc.returncode}): anemone {' '.join(args)}; "
                            "see the messages above, fix them, and rerun with --steps to resume from this step")
@@ -118,7 +122,8 @@ def step_grpo(ctx: Ctx) -> StepResult:
     out = ctx.path("grpo")
     start = ctx.models.get("sft") or ctx.models["base"]
     steps = "4" if ctx.quick else "10"
-    data = anemone(ctx, "grpo", "rl", "grpo", f"model.path={start}", f"run.out={out}", f"grpo.steps={steps}")
+    gpu = ["ray.device=cuda"] if ctx.device == "cuda" else []
+    data = anemone(ctx, "grpo", "rl", "grpo", f"model.path={start}", f"run.out={out}", f"grpo.steps={steps}", *gpu)
     model = out / "model"
     if not (model / "config.json").is_file():
         raise AnemoneError(f"the GRPO step wrote no model at {model}")
@@ -143,9 +148,10 @@ def step_evaluate(ctx: Ctx) -> StepResult:
         # The arithmetic questions go through the chat template, as the SFT and GRPO steps trained them; the
         # perplexity set is plain text.
         arith = anemone(ctx, "evaluate", "eval", "run", "--model", ctx.models[tag], "--tasks", "arith_gen",
-                        "--chat-template", "--limit", limit, "--output", str(ctx.path("eval", tag, "arith")),
+                        "--chat-template", "--limit", limit, "--device", ctx.device, "--output", str(ctx.path("eval", tag, "arith")),
                         "--overwrite", tag=f"evaluate-{tag}-arith")
         ppl = anemone(ctx, "evaluate", "eval", "run", "--model", ctx.models[tag], "--tasks", "stdlib_docs",
+                      "--device", ctx.device,
                       "--output", str(ctx.path("eval", tag, "ppl")), "--overwrite", tag=f"evaluate-{tag}-ppl")
         scores[tag] = {"exact_match": _metric(arith, "arith_gen", "exact_match"),
                        "bits_per_byte": _metric(ppl, "stdlib_docs", "bits_per_byte")}
@@ -254,8 +260,22 @@ def installed_groups() -> set[str]:
     return {ep.name for ep in md.entry_points(group="anemone.commands")}
 
 
-def run_demo(run_dir: str | os.PathLike, steps: list[str] | None = None, quick: bool = False) -> dict[str, Any]:
-    """Run the chosen steps in order; later steps reuse what earlier ones (or an earlier run) left in `run_dir`."""
+def resolve_device(device: str) -> str:
+    """"auto" is CUDA when torch sees a GPU, else the CPU; "cuda" without a GPU is an error naming the fix."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise AnemoneError(f"--device {device!r}: choose auto, cpu or cuda")
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise AnemoneError("--device cuda: torch sees no CUDA GPU here; use --device cpu (or auto)")
+    return ("cuda" if has_cuda else "cpu") if device == "auto" else device
+
+
+def run_demo(run_dir: str | os.PathLike, steps: list[str] | None = None, quick: bool = False,
+             device: str = "auto") -> dict[str, Any]:
+    """Run the chosen steps in order; later steps reuse what earlier ones (or an earlier run) left in `run_dir`.
+    On a GPU (device auto or cuda) fine-tuning, GRPO and evaluation run on it; conversion and export stay on CPU."""
     from anemone_core.io import atomic_write_text
     from anemone_core.models import default_model_dir
 
@@ -264,7 +284,7 @@ def run_demo(run_dir: str | os.PathLike, steps: list[str] | None = None, quick: 
     unknown = [s for s in chosen if s not in names]
     if unknown:
         raise AnemoneError(f"unknown demo step(s) {unknown}: choose from {', '.join(names)} (comma-separated)")
-    ctx = Ctx(Path(run_dir).absolute(), quick)
+    ctx = Ctx(Path(run_dir).absolute(), quick, resolve_device(device))
     ctx.run_dir.mkdir(parents=True, exist_ok=True)
     ctx.models["base"] = str(default_model_dir())
     for tag, rel in (("sft", "sft/hf"), ("aligned", "grpo/model")):  # outputs of an earlier run, for --steps
@@ -285,7 +305,7 @@ def run_demo(run_dir: str | os.PathLike, steps: list[str] | None = None, quick: 
         result = step.run(ctx)
         rows.append({"step": step.name, "status": "ok", "produced": result.produced, "figure": result.figure,
                      "seconds": round(time.time() - t0, 1)})
-    summary = {"run_dir": str(ctx.run_dir), "quick": quick, "steps": rows, "models": ctx.models,
+    summary = {"run_dir": str(ctx.run_dir), "quick": quick, "device": ctx.device, "steps": rows, "models": ctx.models,
                "total_seconds": round(time.time() - total, 1)}
     atomic_write_text(ctx.path("demo.json"), json.dumps(summary, indent=2))
     return summary
