@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 
 from anemone_automodel.data.collate import pad_collate
@@ -44,19 +47,51 @@ def test_pad_collate_shapes_and_values():
     assert (b["input_ids"][b["attention_mask"] == 0] == 2).all()
 
 
-def test_logits_only_at_trained_positions_give_the_same_loss_and_grads():
-    from anemone_automodel.loss import causal_lm_loss_at, trained_positions
+def _partly_trained_batch():
+    """Rows whose trained span ends before the row does (an untrained tail, as after an end-of-turn token)."""
+    gen = torch.Generator().manual_seed(0)
+    examples = []
+    for n in (7, 12, 9, 5):
+        ids = torch.randint(3, 500, (n,), generator=gen).tolist()
+        examples.append({"input_ids": ids, "labels": [-100] * (n // 2) + ids[n // 2 : -2] + [-100] * 2})
+    return pad_collate(examples, pad_id=2)
 
-    b = _batch()
-    dense_model, sparse_model = tiny_llama(), tiny_llama()
-    dense = causal_lm_loss(dense_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits,
-                           b["labels"], reduction="sum")
-    pos = trained_positions(b["labels"])
-    assert 0 < len(pos) < b["labels"].shape[1] - 1
-    logits = sparse_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_to_keep=pos).logits
-    sparse = causal_lm_loss_at(logits, b["labels"], pos, reduction="sum")
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_sparse_loss_gives_the_dense_loss_and_grads(lora):
+    from anemone_automodel.lora import apply_lora
+    from anemone_automodel.sparse_loss import sparse_causal_lm_loss
+
+    b = _partly_trained_batch()
+    inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+    trained = b["labels"][:, 1:] != -100
+    # The case it optimises: the trained rows are a minority and the last columns train nothing.
+    assert trained.any(0).nonzero().max() + 2 < b["labels"].shape[1]
+    assert trained.sum() < trained.any(0).sum() * b["labels"].shape[0]
+    torch.manual_seed(0)
+    dense_model = apply_lora(tiny_llama(), r=4, alpha=8) if lora else tiny_llama()
+    for name, p in dense_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # peft starts B at zero, which would hide a wrong adapter path
+    sparse_model = copy.deepcopy(dense_model)
+    dense = causal_lm_loss(dense_model(**inputs).logits, b["labels"], reduction="sum")
+    sparse = sparse_causal_lm_loss(sparse_model, inputs, b["labels"], "cpu")
     torch.testing.assert_close(sparse, dense)
     dense.backward()
     sparse.backward()
-    for (name, p), q in zip(dense_model.named_parameters(), sparse_model.parameters(), strict=True):
+    named = [(n, p) for n, p in dense_model.named_parameters() if p.requires_grad]
+    assert named
+    for (name, p), q in zip(named, [q for q in sparse_model.parameters() if q.requires_grad], strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    # The head hook is gone afterwards: a plain forward gives full logits again.
+    assert sparse_model(**inputs).logits.shape[:2] == b["input_ids"].shape
+
+
+def test_sparse_loss_with_nothing_trained_still_backpropagates():
+    from anemone_automodel.sparse_loss import sparse_causal_lm_loss
+
+    b = _partly_trained_batch()
+    model = tiny_llama()
+    loss = sparse_causal_lm_loss(model, {"input_ids": b["input_ids"]}, torch.full_like(b["labels"], -100), "cpu")
+    assert float(loss.detach()) == 0.0
+    loss.backward()  # an FSDP rank with an all-prompt micro-batch must still run backward

@@ -12,7 +12,7 @@ import torch
 
 from anemone_automodel.config import AutoModelConfig
 from anemone_automodel.data.sources import chunk_examples, detect_format, read_rows, tokenize_rows
-from anemone_automodel.lora import apply_lora
+from anemone_automodel.lora import apply_lora, fuse_lora_forward
 from anemone_automodel.model import load_model, load_tokenizer
 from anemone_core.errors import AnemoneError
 from anemone_core.models import resolve_model
@@ -70,6 +70,7 @@ def build_model(cfg: AutoModelConfig, device: str) -> tuple[torch.nn.Module, Any
     model.config.use_cache = False
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        fuse_lora_forward(model)
     model.to(device)
     model.train()
     return model, tokenizer, folder

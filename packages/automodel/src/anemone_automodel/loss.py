@@ -35,23 +35,3 @@ def causal_lm_loss(
 def count_trained_tokens(labels: torch.Tensor) -> torch.Tensor:
     """How many positions contribute to `causal_lm_loss` (labels after the shift that are not -100)."""
     return (labels[:, 1:] != IGNORE_INDEX).sum()
-
-
-def trained_positions(labels: torch.Tensor) -> torch.Tensor:
-    """Sequence positions t (over the whole batch) whose next token t+1 is trained in at least one row.
-
-    Only these positions need logits: with chat data most positions are prompt, and the LM head plus the
-    softmax over the vocabulary is a large share of a small model's compute.
-    """
-    return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)  # (K,)
-
-
-def causal_lm_loss_at(logits: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor,
-                      reduction: Literal["mean", "sum"] = "sum") -> torch.Tensor:
-    """`causal_lm_loss` when `logits` (B, K, V) were computed only at `positions` (K,): the same value."""
-    targets = labels[:, positions + 1].to(logits.device)  # (B, K)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
-    if reduction == "sum":
-        return loss
-    return loss / (targets != IGNORE_INDEX).sum().clamp(min=1)

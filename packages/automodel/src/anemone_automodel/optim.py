@@ -18,8 +18,21 @@ def build_optimizer(params: Iterable[torch.nn.Parameter] | torch.nn.Module, lr: 
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # foreach=False: the for-loop kernel works on DTensor shards of every layout and is as fast on CPU.
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, eps=eps, foreach=False)
+    groups = [g for g in groups if g["params"]]
+    if _fusable(trainable):
+        # One fused kernel per tensor instead of ~7 elementwise passes: ~0.5 CPU-s less per step for 134M
+        # parameters on this CPU (it is also transformers.Trainer's default, "adamw_torch_fused").
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    # Sharded parameters: the for-loop kernel works on DTensor shards of every layout.
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
+
+
+def _fusable(params: list[torch.nn.Parameter]) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return bool(params) and all(
+        not isinstance(p, DTensor) and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params
+    )
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> float:

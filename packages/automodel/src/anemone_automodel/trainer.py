@@ -12,7 +12,6 @@ GPU: `torchrun --nproc-per-node 8 -m anemone_automodel.run finetune -c recipe.ya
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from anemone_automodel import checkpoint as ckpt
 from anemone_automodel.build import build_examples, build_model, build_run_dir
 from anemone_automodel.config import AutoModelConfig
 from anemone_automodel.data.loader import BatchPlan
-from anemone_automodel.loss import causal_lm_loss, causal_lm_loss_at, count_trained_tokens, trained_positions
+from anemone_automodel.loss import causal_lm_loss, count_trained_tokens
 from anemone_automodel.metrics import flops_per_token, peak_memory_gb, peak_tflops, step_bar
 from anemone_automodel.optim import build_optimizer, build_scheduler
 from anemone_automodel.outputs import save_adapter, save_consolidated, save_merged
@@ -35,6 +34,7 @@ from anemone_automodel.parallelize import (
     apply_tp,
     clip_grad_norm_,
 )
+from anemone_automodel.sparse_loss import accepts_logits_to_keep, sparse_causal_lm_loss
 from anemone_core.metrics import MetricsLogger, write_run_config
 from anemone_core.parallel import ParallelDims, build_device_mesh, init_distributed
 
@@ -48,12 +48,6 @@ def _all_reduce(t: torch.Tensor, group: Any) -> torch.Tensor:
     return t
 
 
-def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    """Whether the HF model can compute logits at chosen positions (`logits_to_keep` as an index tensor)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
-
-
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[dict[str, torch.Tensor]],
                *, device: str, dp_group: Any, dp_size: int, fsdp: bool, autocast_dtype: torch.dtype | None,
                max_grad_norm: float | None, params: list[torch.nn.Parameter],
@@ -65,16 +59,13 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
     for i, mb in enumerate(micro_batches):
         if fsdp:  # reduce-scatter gradients once, after the last micro-batch
             model.set_requires_gradient_sync(i == len(micro_batches) - 1)
-        inputs = {k: v.to(device) for k, v in mb.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        inputs = {k: v for k, v in mb.items() if k in ("input_ids", "attention_mask", "position_ids")}
         ctx = torch.autocast(device.split(":")[0], dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-        positions = trained_positions(mb["labels"]) if sparse_logits else None
         with ctx:
-            if positions is not None and len(positions) < mb["labels"].shape[1] - 1:
-                # Logits only where a next token is trained: (B, K, V) instead of (B, T, V).
-                logits = model(**inputs, use_cache=False, logits_to_keep=positions.to(device)).logits
-                loss = causal_lm_loss_at(logits, mb["labels"], positions, reduction="sum")
+            if sparse_logits:  # the model up to the last trained position, the LM head on trained rows only
+                loss = sparse_causal_lm_loss(model, inputs, mb["labels"], device)
             else:
-                logits = model(**inputs, use_cache=False).logits  # (B, T, V)
+                logits = model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).logits  # (B, T, V)
                 loss = causal_lm_loss(logits, mb["labels"].to(device), reduction="sum")
         (loss * dp_size / global_tokens.clamp(min=1)).backward()
         loss_sum += loss.detach()
