@@ -19,7 +19,7 @@ def patched():
 
 def test_every_patch_is_listed_and_idempotent():
     assert set(PATCHES) == {"rope_get_emb", "global_memory_buffer", "tied_embedding_sync", "router_gating",
-                            "first_dim_collectives", "dist_checkpointing_save"}
+                            "first_dim_collectives", "dist_checkpointing_save", "sliding_window_mask"}
     assert apply_cpu_patches() == []  # a second call changes nothing
 
 
@@ -41,6 +41,16 @@ def test_global_memory_buffer_allocates_on_cpu():
     b = buf.get_tensor((3, 2), torch.float32, "mpu")
     assert a.device.type == "cpu" and b.shape == (3, 2)
     assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()  # reused, as upstream
+
+
+def test_sliding_window_mask_on_cpu_matches_hf_window():
+    from megatron.core.fusions import fused_softmax
+
+    # HF's window W=3: position i sees keys i-2..i; megatron's (left, right) = (W - 1, 0)
+    hidden = fused_softmax.get_sliding_window_causal_mask(5, 5, (2, 0))
+    i, j = torch.meshgrid(torch.arange(5), torch.arange(5), indexing="ij")
+    assert hidden.device.type == "cpu"
+    assert torch.equal(hidden, ~((j <= i) & (j > i - 3)))
 
 
 def test_router_gating_runs_on_cpu():

@@ -49,3 +49,38 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     folder = save_tiny(tmp_path / "llama3", "llama", rope_parameters=rope)
     report = verify_job(str(folder), seq_len=48)
     assert report["ok"] and report["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize(("arch", "overrides"), [
+    ("mistral", {"sliding_window": 4}),  # every layer windowed, well inside the 16 tokens
+    ("qwen2", {"use_sliding_window": True, "sliding_window": 3, "max_window_layers": 1}),  # layer 1 only
+    ("qwen3_moe", {"norm_topk_prob": False}),  # router weights not renormalized over the top k
+])
+def test_sliding_window_and_router_variants_match_transformers(tmp_path, arch, overrides):
+    from anemone_core.testing import save_tiny
+
+    from anemone_core.testing import tiny_model
+
+    folder = save_tiny(tmp_path / arch, arch, **overrides)
+    report = verify_job(str(folder), seq_len=16)
+    assert report["ok"] and report["max_abs_diff"] < 1e-4, report
+    # the variant changes transformers' own logits, so the parity above is not vacuous
+    ids = torch.arange(3, 19)[None]
+    plain = {"sliding_window": None, "use_sliding_window": False, "norm_topk_prob": True}
+    with torch.no_grad():
+        varied = tiny_model(arch, 0, **overrides)(ids).logits
+        base = tiny_model(arch, 0, **{k: plain[k] for k in overrides if k in plain})(ids).logits
+    assert not torch.allclose(varied, base, atol=1e-4)
+
+
+def test_sliding_window_maps_to_megatron_window(tmp_path):
+    from anemone_bridge.hf_config import read_hf_config
+    from anemone_bridge.model_builder import sliding_window_kwargs
+    from anemone_core.testing import save_tiny
+
+    mistral = read_hf_config(save_tiny(tmp_path / "m", "mistral", sliding_window=4096))
+    assert sliding_window_kwargs(mistral) == {"window_size": (4095, 0)}
+    qwen = read_hf_config(save_tiny(tmp_path / "q", "qwen2", use_sliding_window=True, sliding_window=8,
+                                    max_window_layers=1))
+    assert sliding_window_kwargs(qwen) == {"window_size": (7, 0), "window_attn_skip_freq": [0, 1]}
+    assert sliding_window_kwargs(read_hf_config(save_tiny(tmp_path / "n", "mistral"))) == {}  # window None

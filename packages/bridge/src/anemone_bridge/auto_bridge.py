@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,37 +21,17 @@ from typing import Any
 import torch
 
 from anemone_bridge.architectures import ArchBridge, bridge_for
+from anemone_bridge.hf_config import HFConfig, check_required, read_hf_config
 from anemone_bridge.mapping import Geometry
 from anemone_bridge.model_builder import build_gpt_model, check_layout, geometry
 from anemone_bridge.runtime import Layout, current_layout, parallel_session
 from anemone_bridge.weights import export_hf_weights, load_hf_weights
-from anemone_core.errors import AnemoneError
-
-
-def read_hf_config(path: str | Path):
-    """The transformers config of an HF folder, with clear errors for a missing or broken config.json."""
-    from transformers import AutoConfig
-
-    folder = Path(path)
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        raise AnemoneError(f"'{folder}' has no config.json: give a Hugging Face model folder (or omit --model "
-                           "for the embedded model)")
-    try:
-        raw = json.loads(cfg.read_text())
-    except ValueError as exc:
-        raise AnemoneError(f"'{cfg}' is not valid JSON ({exc}): fix or re-save the config") from None
-    try:
-        return AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    except (ValueError, KeyError) as exc:
-        raise AnemoneError(f"config.json model_type={raw.get('model_type')!r} in '{folder}' is not understood by "
-                           f"transformers ({exc}): supported architectures are listed by `anemone bridge list`") from None
 
 
 class AutoBridge:
     """A bridge between one HF model folder and megatron-core `GPTModel`s of the same architecture."""
 
-    def __init__(self, hf_path: str | Path, hf_config: Any, arch: ArchBridge) -> None:
+    def __init__(self, hf_path: str | Path, hf_config: HFConfig | Any, arch: ArchBridge) -> None:
         self.hf_path = Path(hf_path)
         self.hf_config = hf_config
         self.arch = arch
@@ -61,9 +40,12 @@ class AutoBridge:
 
     @classmethod
     def from_hf_pretrained(cls, path: str | Path) -> AutoBridge:
-        """Read an HF folder's config and pick the architecture's bridge (errors list the supported ones)."""
+        """Read an HF folder's config.json (without importing transformers, see `hf_config.py`) and pick the
+        architecture's bridge (errors list the supported ones)."""
         config = read_hf_config(path)
-        return cls(path, config, bridge_for(config))
+        arch = bridge_for(config)
+        check_required(config, path)
+        return cls(path, config, arch)
 
     @staticmethod
     def list_supported_models() -> list[dict[str, Any]]:

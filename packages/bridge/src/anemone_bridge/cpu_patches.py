@@ -127,6 +127,20 @@ def _patch_first_dim_collectives() -> None:
     mappings._reduce_scatter_along_first_dim = reduce_scatter_first
 
 
+def _patch_sliding_window_mask() -> None:
+    # The sliding-window attention mask (`window_size`, Mistral's sliding_window) is built with
+    # `device="cuda"` in `transformer.utils.get_sliding_window_causal_mask`, which the unfused softmax calls
+    # by the name it imported. The same mask on the CPU: True = hidden.
+    from megatron.core.fusions import fused_softmax
+
+    def get_sliding_window_causal_mask(sq: int, skv: int, window_size: tuple[int, int]) -> torch.Tensor:
+        m = torch.ones(sq, skv, dtype=torch.bool)
+        keep = torch.tril(torch.triu(m, diagonal=skv - sq - window_size[0]), diagonal=skv - sq + window_size[1])
+        return ~keep  # (Sq, Skv)
+
+    fused_softmax.get_sliding_window_causal_mask = get_sliding_window_causal_mask
+
+
 class _CpuCuda:
     """`torch.cuda` as seen by a patched module: the current device is the CPU, synchronize is a no-op."""
 
@@ -178,6 +192,7 @@ PATCHES = {
     "router_gating": _patch_router_gating,
     "first_dim_collectives": _patch_first_dim_collectives,
     "dist_checkpointing_save": _patch_dist_checkpointing_save,
+    "sliding_window_mask": _patch_sliding_window_mask,
 }
 
 

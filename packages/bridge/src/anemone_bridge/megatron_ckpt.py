@@ -10,10 +10,17 @@ Folder layout (the dist_checkpointing files at the top, so megatron-core tools r
 
 Reading never unpickles arbitrary objects: megatron-core loads `common.pt` with `torch.load`, whose default
 in torch >= 2.6 is `weights_only=True`.
+
+Saving goes through `dist_checkpointing.save` with our `InProcessTorchDistSave` strategy (`in_process_save_strategy_class`): the same torch_dist
+format, written by torch DCP's `FileSystemWriter` in this process. megatron's default strategy is built for
+asynchronous saves during training: it starts a `multiprocessing` manager with the *spawn* method (a fresh
+interpreter, which re-imports the caller's `__main__`) and forks writer processes, which cost more than the
+whole write for a one-off conversion (measured in the README).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -32,10 +39,46 @@ def save_megatron(model: torch.nn.Module, folder: str | Path, meta: dict[str, An
     from megatron.core import dist_checkpointing
 
     folder = Path(folder)
-    dist_checkpointing.save(model.sharded_state_dict(), str(folder))
+    dist_checkpointing.save(model.sharded_state_dict(), str(folder),
+                           sharded_strategy=in_process_save_strategy_class()())
     if dist.get_rank() == 0:
         (folder / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=2))
     dist.barrier()
+
+
+@functools.cache
+def in_process_save_strategy_class() -> type:
+    """megatron-core's torch_dist save, synchronous and in this process (see the module docstring).
+
+    The translation to torch's sharded tensors is megatron's own (`_replace_state_dict_keys_with_sharded_keys`,
+    `mcore_to_pyt_state_dict`, `MCoreSavePlanner`, as in `TorchDistSaveShardedStrategy.async_save` of
+    megatron-core 0.16.1), so the files are the ones megatron writes and reads. The class is made on first use
+    so that importing this module does not import megatron-core.
+    """
+    from megatron.core.dist_checkpointing.strategies.base import SaveShardedStrategy
+
+    class InProcessTorchDistSave(SaveShardedStrategy):
+        def __init__(self) -> None:
+            super().__init__("torch_dist", 1)
+
+        def can_handle_sharded_objects(self) -> bool:
+            return True
+
+        def save(self, sharded_state_dict, checkpoint_dir) -> None:
+            import torch.distributed.checkpoint as dcp
+            from megatron.core.dist_checkpointing.strategies.torch import (
+                MCoreSavePlanner,
+                _replace_state_dict_keys_with_sharded_keys,
+                mcore_to_pyt_state_dict,
+            )
+
+            state, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded_state_dict, True)
+            # thread_count=1: written by this thread; sync_files: fsync before the folder is renamed into place
+            writer = dcp.FileSystemWriter(str(checkpoint_dir), thread_count=1, sync_files=True)
+            dcp.save(mcore_to_pyt_state_dict(state, False), storage_writer=writer,
+                     planner=MCoreSavePlanner(flatten_state_dict=False))
+
+    return InProcessTorchDistSave
 
 
 def load_megatron(model: torch.nn.Module, folder: str | Path) -> None:

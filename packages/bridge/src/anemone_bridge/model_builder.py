@@ -82,17 +82,47 @@ def transformer_config(arch: ArchBridge, hf_config: Any, tp: int = 1, pp: int = 
         use_cpu_initialization=True, perform_initialization=False,  # every weight is loaded afterwards
         params_dtype=dtype, pipeline_dtype=dtype,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, expert_model_parallel_size=ep,
+        **sliding_window_kwargs(hf_config),
     )
     if arch.moe:
         kw.update(
             num_moe_experts=arch.num_experts(hf_config), moe_router_topk=hf_config.num_experts_per_tok,
             moe_ffn_hidden_size=getattr(hf_config, arch.moe_ffn_key),
-            # top-k over logits then softmax over the k == HF's softmax, top-k, renormalize
-            moe_router_pre_softmax=False, moe_router_load_balancing_type="none", moe_aux_loss_coeff=0.0,
+            # top-k over logits then softmax over the k == HF's softmax, top-k, renormalize (Mixtral; Qwen3-MoE
+            # with norm_topk_prob); softmax over all then top-k == HF without renormalizing
+            moe_router_pre_softmax=not getattr(hf_config, "norm_topk_prob", True), moe_router_load_balancing_type="none", moe_aux_loss_coeff=0.0,
             moe_token_dispatcher_type="allgather" if cpu else "alltoall",  # alltoall makes CUDA streams
             moe_grouped_gemm=False,
         )
     return TransformerConfig(**kw)
+
+
+def sliding_window_kwargs(hf_config: Any) -> dict[str, Any]:
+    """megatron's `window_size` (and which layers use it) for an HF sliding window of W tokens.
+
+    HF lets position i attend to keys in (i - W, i] (W keys, itself included); megatron's window (left, right)
+    keeps keys in [i - left, i + right], so W maps to (W - 1, 0). Per-layer types (Qwen's max_window_layers,
+    transformers' `layer_types`) map to `window_attn_skip_freq` as a list, 1 = sliding-window layer.
+    """
+    window = getattr(hf_config, "sliding_window", None)
+    if window is None:
+        return {}
+    if not isinstance(window, int) or window < 1:
+        raise AnemoneError(f"config.json sliding_window={window!r} is invalid: use a positive number of tokens "
+                           "or null for full attention")
+    kw: dict[str, Any] = {"window_size": (window - 1, 0)}
+    layers = getattr(hf_config, "layer_types", None)
+    if layers:
+        unknown = sorted(set(layers) - {"sliding_attention", "full_attention"})
+        if unknown:
+            raise AnemoneError(f"config.json layer_types holds {unknown}: anemone-bridge converts "
+                               "'sliding_attention' and 'full_attention' layers only")
+        pattern = [int(t == "sliding_attention") for t in layers]
+        if not any(pattern):
+            return {}
+        if not all(pattern):
+            kw["window_attn_skip_freq"] = pattern
+    return kw
 
 
 def layer_spec(arch: ArchBridge, config: Any, use_te: bool | None = None):
@@ -123,30 +153,38 @@ def hf_inv_freq(hf_config: Any) -> torch.Tensor:
         return 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](hf_config, "cpu")
+    tf_config = hf_config.transformers() if hasattr(hf_config, "transformers") else hf_config
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope["rope_type"]](tf_config, "cpu")
     assert scaling == 1.0, "only RoPE types without attention scaling are accepted by check_layout"
     return inv_freq.float()
 
 
 def build_gpt_model(arch: ArchBridge, hf_config: Any, tp: int, pp: int, ep: int,
-                    dtype: torch.dtype = torch.float32, padded_vocab_size: int | None = None):
-    """This rank's part of the model. megatron-core's parallel state must be initialized at (tp, pp, ep)."""
+                    dtype: torch.dtype = torch.float32, padded_vocab_size: int | None = None, meta: bool = False):
+    """This rank's part of the model. megatron-core's parallel state must be initialized at (tp, pp, ep).
+
+    Parameters are allocated uninitialized (`perform_initialization=False`: every weight is loaded afterwards,
+    and untouched pages cost no memory); `meta=True` builds on the meta device (shapes and checkpoint keys
+    only, no storage), as the streaming export does."""
+    import contextlib
+
     from megatron.core import parallel_state as ps
     from megatron.core.models.gpt import GPTModel
 
     config = transformer_config(arch, hf_config, tp, pp, ep, dtype)
     tied = bool(getattr(hf_config, "tie_word_embeddings", False))
-    model = GPTModel(
-        config=config, transformer_layer_spec=layer_spec(arch, config),
-        vocab_size=geometry(hf_config, tp, padded_vocab_size).padded_vocab_size,
-        max_sequence_length=hf_config.max_position_embeddings,
-        pre_process=ps.is_pipeline_first_stage(), post_process=ps.is_pipeline_last_stage(),
-        share_embeddings_and_output_weights=tied, position_embedding_type="rope",
-        rotary_base=int(rope_params(hf_config)["rope_theta"]), parallel_output=True,
-    )
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = GPTModel(
+            config=config, transformer_layer_spec=layer_spec(arch, config),
+            vocab_size=geometry(hf_config, tp, padded_vocab_size).padded_vocab_size,
+            max_sequence_length=hf_config.max_position_embeddings,
+            pre_process=ps.is_pipeline_first_stage(), post_process=ps.is_pipeline_last_stage(),
+            share_embeddings_and_output_weights=tied, position_embedding_type="rope",
+            rotary_base=int(rope_params(hf_config)["rope_theta"]), parallel_output=True,
+        )
     # megatron only knows Llama-3.1's fixed scaling constants; take transformers' frequencies instead.
-    model.rotary_pos_emb.inv_freq = hf_inv_freq(hf_config).to(model.rotary_pos_emb.inv_freq.device)
-    if torch.cuda.is_available():
+    model.rotary_pos_emb.inv_freq = hf_inv_freq(hf_config)
+    if torch.cuda.is_available() and not meta:
         model = model.cuda()  # built on the CPU (use_cpu_initialization), run where megatron expects it
     return model.eval()
 
