@@ -56,6 +56,10 @@ class LocalTarget:
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self._bos_text = str(self.tok.decode([self.prefix_id])) if self.prefix_id is not None else None
         self._fingerprint: str | None = None
+        eos = self.model.generation_config.eos_token_id  # what `generate` stops on: an id or a list
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else [self.tok.eos_token_id]
+        self._eos_ids = {int(e) for e in eos if e is not None}
+        self._stop_checks: dict[tuple[str, ...], Any] = {}
 
     def fingerprint(self) -> str:
         if self._fingerprint is None:
@@ -102,9 +106,68 @@ class LocalTarget:
                 pairs.append((ctx, cont))
                 owner.append(i)
         totals = [0.0] * len(reqs)
-        for i, (ll, _) in zip(owner, self.score_tokens(pairs), strict=True):
+        for i, ll in zip(owner, self.score_windows(pairs), strict=True):
             totals[i] += ll
         return totals
+
+    def score_windows(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+        """Sum log p(cont | ctx) per (ctx, cont) pair, each pair a row of its own (rolling windows).
+
+        Rows are sorted by length and right-padded with no attention mask: under the causal mask no real
+        position sees a pad, and attention takes its fast causal path (a 4-D mask, as packing needs, makes
+        it several times slower on long rows). The LM head runs on the scored positions only.
+        """
+        import torch
+
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        out = [0.0] * len(pairs)
+        start = 0
+        with torch.inference_mode():
+            while start < len(order):
+                width = len(pairs[order[start]][0]) + len(pairs[order[start]][1]) - 1  # the batch's longest row
+                # Few tokens per pass pad little (similar lengths) and still fill the CPU's matrix units.
+                rows = max(1, min(self.batch_size, self.pack_tokens // max(width, 1)))
+                batch = order[start: start + rows]
+                start += rows
+                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)  # (B, L)
+                flat_b, flat_t, targets = [], [], []
+                for b, i in enumerate(batch):
+                    ctx, cont = pairs[i]
+                    row = (ctx + cont)[:-1]
+                    ids[b, : len(row)] = torch.tensor(row)
+                    flat_b += [b] * len(cont)
+                    flat_t += range(len(ctx) - 1, len(row))
+                    targets += cont
+                hidden = self.model.base_model(input_ids=ids.to(self.device)).last_hidden_state  # (B, L, H)
+                picked, _ = self._head_logprobs(hidden[flat_b, flat_t], targets, greedy=False)
+                k = 0
+                for i in batch:
+                    n = len(pairs[i][1])
+                    out[i] = float(sum(picked[k: k + n]))
+                    k += n
+        return out
+
+    def _head_logprobs(self, hidden, targets: list[int], greedy: bool) -> tuple[list[float], list[bool]]:
+        """log p(target) per position (and whether it is the argmax) from final hidden states (M, H).
+
+        The LM head and the log-normalizer run in chunks of positions: full (M, V) float32 logits plus a
+        log_softmax copy would be gigabytes for a few thousand positions; logit - logsumexp needs neither.
+        """
+        import torch
+
+        head = self.model.get_output_embeddings()
+        tgt = torch.tensor(targets, device=hidden.device)
+        picked, is_greedy = [], []
+        for s in range(0, len(targets), 1024):
+            logits = head(hidden[s: s + 1024]).float()  # (m, V)
+            t = tgt[s: s + 1024, None]
+            if greedy:
+                is_greedy += (logits.argmax(-1) == t[:, 0]).tolist()
+            top = logits.amax(-1, keepdim=True)  # (m, 1)
+            target = logits.gather(-1, t) - top  # (m, 1)
+            lse = logits.sub_(top).exp_().sum(-1, keepdim=True).log_()  # in place: no second (m, V) buffer
+            picked += (target - lse)[:, 0].tolist()
+        return picked, is_greedy
 
     def score_tokens(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """Sum log p(cont | ctx) and greedy-ness per (ctx, cont) token pair.
@@ -178,14 +241,11 @@ class LocalTarget:
             allow[b, 0, pad, pad] = True  # padding sees itself only, so no row is fully masked (no NaN)
         hidden = self.model.base_model(input_ids=ids_t.to(dev), attention_mask=allow.to(dev),
                                        position_ids=pos_t.to(dev)).last_hidden_state  # (B, L, H)
-        # One LM-head call for every scored position of the batch: the head's weight (V x H) is read once.
+        # The LM head runs on the scored positions of the whole batch only.
         flat_b = [b for b, scored in enumerate(rows_scored) for _, rows, _, _ in scored for _ in rows]
         flat_t = [t for scored in rows_scored for _, rows, _, _ in scored for t in rows]
-        targets = torch.tensor([tok for scored in rows_scored for _, _, cont, _ in scored for tok in cont], device=dev)
-        logits = self.model.get_output_embeddings()(hidden[flat_b, flat_t]).float()  # (M, V)
-        logp = torch.log_softmax(logits, dim=-1)
-        picked = logp.gather(-1, targets[:, None])[:, 0].tolist()  # (M,)
-        greedy = (logp.argmax(-1) == targets).tolist()
+        targets = [tok for scored in rows_scored for _, _, cont, _ in scored for tok in cont]
+        picked, greedy = self._head_logprobs(hidden[flat_b, flat_t], targets, greedy=True)  # (M,) each
         k = 0
         for scored in rows_scored:
             for i, _, cont, _ in scored:
@@ -195,54 +255,44 @@ class LocalTarget:
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, reqs: list[GenRequest]) -> list[str]:
-        import torch
+        """Greedy text until a stop string, EOS or `max_tokens`, as lm-eval's `generate_until` returns it.
 
-        prompts = [self.render(r.prompt, r.chat, r.system) for r in reqs]
-        encoded = [self.encode(p) for p in prompts]
-        order = sorted(range(len(reqs)), key=lambda i: (-len(encoded[i]), prompts[i]))
-        out = [""] * len(reqs)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start: start + self.batch_size]
-            # Group by generation settings so one batch shares its stop strings and budget.
-            by_kw: dict[tuple, list[int]] = defaultdict(list)
-            for i in idx:
-                by_kw[(reqs[i].until, reqs[i].max_tokens)].append(i)
-            for (until, max_tokens), members in by_kw.items():
-                texts = self._generate_batch([encoded[i] for i in members], list(until), max_tokens, torch)
-                for i, t in zip(members, texts, strict=True):
-                    out[i] = t
-        return out
+        Decoded by `greedy.greedy_decode` (continuous batching, `batch_size` sequences at a time); the text is
+        the continuation decoded without special tokens, cut at the first stop string.
+        """
+        from anemone_evaluator.greedy import greedy_decode
 
-    def _generate_batch(self, encoded: list[list[int]], until: list[str], max_tokens: int, torch) -> list[str]:
-        import transformers
-
-        budget = self.max_length - max_tokens
-        encoded = [e[-budget:] for e in encoded]
-        width = max(len(e) for e in encoded)
-        ids = torch.tensor([[self.pad_id] * (width - len(e)) + e for e in encoded], device=self.device)  # (B, T)
-        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
-        tok = self.tok
-
-        class StopOnStrings(transformers.StoppingCriteria):
-            def __call__(self, input_ids, scores, **kw):  # -> (B,) bool: rows whose new text holds a stop string
-                new = input_ids[:, width:]
-                return torch.tensor([any(s in tok.decode(row, skip_special_tokens=True) for s in until)
-                                     for row in new.tolist()], device=input_ids.device)
-
-        with torch.inference_mode():
-            gen = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, do_sample=False,
-                pad_token_id=self.pad_id, use_cache=True,
-                stopping_criteria=transformers.StoppingCriteriaList([StopOnStrings()] if until else []),
-                temperature=None, top_p=None, top_k=None)
+        encoded, checks = [], []
+        for r in reqs:
+            budget = self.max_length - r.max_tokens  # lm-eval's left truncation, leaving room to generate
+            encoded.append(self.encode(self.render(r.prompt, r.chat, r.system))[-budget:])
+            checks.append(self._stop_check(tuple(s for s in r.until if s)))
+        tokens = greedy_decode(self.model, encoded, [r.max_tokens for r in reqs],
+                               lambda i, toks: checks[i](toks), self._eos_ids, max_rows=self.batch_size)
         texts = []
-        for row in gen[:, width:].tolist():
-            text = str(tok.decode(row, skip_special_tokens=True))
-            for s in until:
+        for r, toks in zip(reqs, tokens, strict=True):
+            text = str(self.tok.decode(toks, skip_special_tokens=True))
+            for s in r.until:
                 if s:
                     text = text.split(s)[0]
             texts.append(text)
         return texts
+
+    def _stop_check(self, until: tuple[str, ...]):
+        """tokens -> whether the decoded text holds a stop string. Only the last few tokens are decoded per
+        step; a hit there is confirmed on the whole text, so a row never stops early (a miss only costs
+        extra steps: the text is cut at the first stop string anyway)."""
+        if until not in self._stop_checks:
+            tail = max((len(self.tok.encode(s, add_special_tokens=False)) for s in until), default=0) + 2
+
+            def check(toks: list[int]) -> bool:
+                if not until or not any(s in self.tok.decode(toks[-tail:], skip_special_tokens=True) for s in until):
+                    return False
+                text = self.tok.decode(toks, skip_special_tokens=True)
+                return any(s in text for s in until)
+
+            self._stop_checks[until] = check
+        return self._stop_checks[until]
 
 
 def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:

@@ -33,8 +33,9 @@ from anemone_evaluator.requests import GenRequest, LoglikRequest, RollingRequest
 from anemone_evaluator.tasks import Sample, Task, resolve_tasks
 
 # Requests per call into the target: the progress bar's step and the cache's commit unit. Scoring requests
-# are cheap (a chunk still fills several batches); a generation can take a second each on a CPU.
-CHUNK = {"loglikelihood": 256, "generate": 32}
+# are cheap (a chunk still fills several batches); an endpoint generation can take a second each. The local
+# target decodes with continuous batching, which idles while a chunk's last sequences finish: larger chunks.
+CHUNK = {"loglikelihood": 256, "generate": 32, "generate_local": 256}
 
 
 def build_target(cfg: EvalConfig) -> Target:
@@ -55,9 +56,9 @@ def build_target(cfg: EvalConfig) -> Target:
     return LocalTarget(resolve_model(cfg.model), lc.batch_size, lc.device, lc.dtype, lc.max_length, lc.prefix_cache)
 
 
-def _chunked(fn: Callable[[list[Any]], list[Any]], reqs: list[Any], advance: Callable[[int], None]) -> list[Any]:
+def _chunked(fn: Callable[[list[Any]], list[Any]], reqs: list[Any], advance: Callable[[int], None],
+             size: int = CHUNK["loglikelihood"]) -> list[Any]:
     out: list[Any] = []
-    size = CHUNK["generate" if reqs and isinstance(reqs[0], GenRequest) else "loglikelihood"]
     for start in range(0, len(reqs), size):
         part = reqs[start: start + size]
         out += fn(part)
@@ -94,7 +95,8 @@ def run_task(task: Task, target: Any, cfg: EvalConfig, advance: Callable[[int], 
         until = kw.get("until", [])
         until = tuple([until] if isinstance(until, str) else until)
         gen_reqs = [GenRequest(s.prompt, until, int(kw.get("max_gen_toks", 256)), chat) for s in samples]
-        responses = _chunked(target.generate, gen_reqs, advance)
+        responses = _chunked(target.generate, gen_reqs, advance,
+                             CHUNK["generate" if cfg.endpoint else "generate_local"])
         pipelines = [(p.name, build_filter(p.filter)) for p in task.config.filter_list] or [("none", lambda t: t)]
         options = {m.metric: m.model_dump() for m in task.config.metric_list}
         for s, resp in zip(samples, responses, strict=True):
