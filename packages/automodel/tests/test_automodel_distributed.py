@@ -77,3 +77,17 @@ def test_lora_under_fsdp_equals_one_process(tiny_dir, tmp_path, cli, train_fn):
                               "--json"], nproc=2))
     torch.testing.assert_close(torch.tensor(got["losses"]), torch.tensor(ref["losses"]), rtol=0, atol=1e-5)
     torch.testing.assert_close(_logits(got["outputs"]["hf"]), _logits(ref["outputs"]["hf"]), rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow  # two torchrun processes that stop at the TP plan (~30-60 s on the shared machine)
+def test_tp_on_a_model_without_a_plan_fails_naming_the_fix(tmp_path, cli):
+    from anemone_core.testing import save_tiny
+
+    run_cli, _ = cli
+    mixtral = save_tiny(tmp_path / "mixtral", "mixtral")
+    proc = run_cli(["finetune", f"model.path={mixtral}", f"output.dir={tmp_path / 'run'}", "lora.enabled=false",
+                    "parallel.tp=2", "train.steps=1"], nproc=2)
+    assert proc.returncode != 0
+    assert "model_type = 'mixtral' has no tensor-parallel plan" in proc.stderr
+    assert "set parallel.tp=1" in proc.stderr
+    assert not (tmp_path / "run" / "hf").exists()

@@ -133,3 +133,14 @@ def test_bf16_autocast_on_gpu(tiny_dir, tmp_path, train_fn):
     assert next(s["model"].parameters()).device.type == "cuda"
     assert next(s["model"].parameters()).dtype == torch.float32  # fp32 master weights, bf16 compute
     assert s["losses"][-1] < s["losses"][0]
+
+
+def test_progress_without_a_terminal_is_one_line_per_step(monkeypatch, capsys):
+    from anemone_automodel.metrics import step_bar
+
+    monkeypatch.delenv("ANEMONE_NO_PROGRESS", raising=False)
+    with step_bar(3, 1, "finetune run", enabled=True) as bar:  # resumed after step 1
+        bar(loss=0.5, tok_s=120.0)
+        bar(loss=0.25, tok_s=121.0)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["finetune run step 2/3 loss 0.5 tok_s 120", "finetune run step 3/3 loss 0.25 tok_s 121"]

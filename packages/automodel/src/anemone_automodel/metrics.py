@@ -52,6 +52,17 @@ def step_bar(total: int, start: int, description: str, enabled: bool) -> Iterato
     if not enabled or os.environ.get("ANEMONE_NO_PROGRESS") == "1":
         yield lambda **kw: None
         return
+    if not sys.stderr.isatty():
+        # A log file or a pipe: rich would print the bar only when it closes, so write one line per step.
+        done = [start]
+
+        def line(**fields: Any) -> None:
+            done[0] += 1
+            info = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            print(f"{description} step {done[0]}/{total} {info}", file=sys.stderr, flush=True)
+
+        yield line
+        return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
