@@ -110,3 +110,47 @@ def test_missing_config_json(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AnemoneError, match=r"config\.json"):
         verify(tmp_path / "empty")
+
+
+def test_tp_not_dividing_kv_heads_lists_valid_values(tiny_folders):
+    # 4 heads, 2 KV heads: tp=4 divides the heads but not the KV heads
+    with pytest.raises(AnemoneError, match=r"tp=4 does not divide .*num_key_value_heads=2: choose tp in \{1,2\}"):
+        verify(tiny_folders["llama"], tp=4)
+
+
+def test_unmapped_megatron_parameter_is_listed_unless_allowed(tiny_folders):
+    import dataclasses
+
+    from anemone_bridge.mapping import Table
+
+    bridge = AutoBridge.from_hf_pretrained(tiny_folders["llama"])
+    table = bridge.arch.table
+    no_final_norm = [m for m in table.globals if m.megatron != "decoder.final_layernorm.weight"]
+    bridge.arch = dataclasses.replace(bridge.arch, table=Table(no_final_norm, table.per_layer, table.per_expert))
+    with bridge.parallel():
+        with pytest.raises(AnemoneError, match=r"1 Megatron parameter\(s\) have no mapping.*"
+                                               r"decoder\.final_layernorm\.weight.*--allow-missing"):
+            bridge.to_megatron_model()
+        # accepting it means the HF tensor it came from is dropped too, so both are named
+        model = bridge.to_megatron_model(allow_missing=["decoder.final_layernorm.weight", "model.norm.weight"])
+        assert model.decoder.final_layernorm.weight.shape == (64,)
+
+
+def test_export_refuses_existing_output_and_a_damaged_checkpoint_leaves_nothing(tiny_folders, tmp_path):
+    import_ckpt(tiny_folders["qwen2"], tmp_path / "mg", quiet=True)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(AnemoneError, match=r"taken already exists.*--overwrite"):
+        export_ckpt(tmp_path / "mg", tmp_path / "taken", quiet=True)
+    data = next((tmp_path / "mg").glob("*.distcp"))
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # truncated tensor data
+    with pytest.raises(AnemoneError, match=r"cannot read the Megatron checkpoint .*mg.*re-import"):
+        export_ckpt(tmp_path / "mg", tmp_path / "never", quiet=True)
+    assert _leftovers(tmp_path, "never") == []
+
+
+def test_cli_import_into_an_existing_folder_exits_2(tiny_folders, tmp_path, capsys):
+    from anemone_core.cli import main
+
+    (tmp_path / "out").mkdir()
+    assert main(["bridge", "import", "--model", str(tiny_folders["llama"]), "--out", str(tmp_path / "out")]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -57,9 +57,7 @@ def test_llama3_rope_scaling_matches_transformers(tmp_path):
     ("qwen3_moe", {"norm_topk_prob": False}),  # router weights not renormalized over the top k
 ])
 def test_sliding_window_and_router_variants_match_transformers(tmp_path, arch, overrides):
-    from anemone_core.testing import save_tiny
-
-    from anemone_core.testing import tiny_model
+    from anemone_core.testing import save_tiny, tiny_model
 
     folder = save_tiny(tmp_path / arch, arch, **overrides)
     report = verify_job(str(folder), seq_len=16)

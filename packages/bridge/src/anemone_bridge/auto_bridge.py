@@ -98,16 +98,21 @@ class AutoBridge:
         """Stream (HF name, tensor) on rank 0 in table order; every rank must consume it to the end."""
         return export_hf_weights(model, self.arch, self.hf_config, self.geometry(), self.layout())
 
+    def output_dtype(self) -> torch.dtype | None:
+        """The checkpoint's own floating dtype (config.json `dtype`): tensors go back in it, since a bf16 model
+        is loaded into fp32 Megatron parameters. None: keep the parameters' dtype."""
+        dtype = getattr(self.hf_config, "dtype", None)
+        dtype = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+        return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
+
     def save_hf_pretrained(self, model: torch.nn.Module, path: str | Path, overwrite: bool = False,
                            max_shard_bytes: int | None = None, tokenizer_from: str | Path | None = None) -> Path:
         """Write an HF folder (config, tokenizer, sharded safetensors) from rank 0, streaming shard by shard."""
         from anemone_bridge.hf_writer import write_hf_folder
 
-        # tensors go back in the checkpoint's own dtype (a bf16 model is loaded into fp32 Megatron params)
-        dtype = getattr(self.hf_config, "dtype", None)
-        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        dtype = self.output_dtype()
         stream = self.export_hf_weights(model)
-        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        if dtype is not None:
             stream = ((n, t.to(dtype)) for n, t in stream)
         return write_hf_folder(stream, path, self.hf_config,
                                tokenizer_from=tokenizer_from or self.hf_path, overwrite=overwrite,

@@ -51,7 +51,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="checkpoint folder from `import` (default: the default `import` output folder)")
     p.add_argument("--out", default=None, help="output HF folder (default ./<model>_hf)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--max-shard-mb", type=int, default=None, help="safetensors shard size in MiB (default 2048)")
+    p.add_argument("--max-shard-mb", type=int, default=None, help="safetensors file size in MiB (default 2048; one-process exports hold no shard in memory)")
     _layout_args(p)
     p.set_defaults(func=_cmd_export)
 

@@ -28,27 +28,40 @@ def import_job(hf_path: str, out: str, tp: int = 1, pp: int = 1, ep: int = 1,
         geo = bridge.geometry()
         meta = {"architecture": bridge.arch.name, "tp": tp, "pp": pp, "ep": ep,
                 "vocab_size": geo.vocab_size, "padded_vocab_size": geo.padded_vocab_size, "source": str(hf_path)}
+        save_megatron(model, out, meta)  # first: megatron warns about a non-empty folder otherwise
         if lay.rank == 0:
             (Path(out) / "hf").mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(hf_path) / "config.json", Path(out) / "hf" / "config.json")
             copy_tokenizer_files(hf_path, Path(out) / "hf")
-        save_megatron(model, out, meta)
         params = sum(p.numel() for p in model.parameters())
     return {**meta, "out": str(out), "parameters_rank0": params, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def export_job(megatron_path: str, out: str, tp: int = 1, pp: int = 1, ep: int = 1, overwrite: bool = False,
-               max_shard_bytes: int | None = None) -> dict[str, Any]:
-    """Megatron dist checkpoint (any saved layout) -> HF folder, loading it at (tp, pp, ep)."""
+               max_shard_bytes: int | None = None, chunk_bytes: int | None = None) -> dict[str, Any]:
+    """Megatron dist checkpoint (any saved layout) -> HF folder, loading it at (tp, pp, ep).
+
+    In one process (the default) the checkpoint is streamed group by group into the files without building
+    the model (`export_stream.py`; `chunk_bytes` of Megatron tensors at a time); with more ranks each loads
+    its part of the model and sends its shards to rank 0 (`weights.export_hf_weights`)."""
     t0 = time.perf_counter()
     meta = read_meta(megatron_path)
     bridge = AutoBridge.from_hf_pretrained(Path(megatron_path) / "hf")
     bridge.padded_vocab_size = meta["padded_vocab_size"]
-    with bridge.parallel(tp, pp, ep):
-        model = bridge.to_megatron_model(load_weights=False)
-        load_megatron(model, megatron_path)
-        bridge.save_hf_pretrained(model, out, overwrite=overwrite, max_shard_bytes=max_shard_bytes,
-                                  tokenizer_from=Path(megatron_path) / "hf")
+    tokenizer_from = Path(megatron_path) / "hf"
+    with bridge.parallel(tp, pp, ep) as lay:
+        if lay.world_size == 1:
+            from anemone_bridge.export_stream import CHUNK_BYTES, CheckpointStream
+            from anemone_bridge.hf_writer import write_hf_folder
+
+            stream = CheckpointStream(bridge, megatron_path, bridge.output_dtype(), chunk_bytes or CHUNK_BYTES)
+            write_hf_folder(stream, out, bridge.hf_config, tokenizer_from=tokenizer_from, overwrite=overwrite,
+                            max_shard_bytes=max_shard_bytes, plan=stream.plan())
+        else:
+            model = bridge.to_megatron_model(load_weights=False)
+            load_megatron(model, megatron_path)
+            bridge.save_hf_pretrained(model, out, overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                      tokenizer_from=tokenizer_from)
     return {"architecture": bridge.arch.name, "saved_layout": {k: meta[k] for k in ("tp", "pp", "ep")},
             "load_layout": {"tp": tp, "pp": pp, "ep": ep}, "out": str(out),
             "seconds": round(time.perf_counter() - t0, 2)}

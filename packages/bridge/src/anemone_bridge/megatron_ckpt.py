@@ -81,11 +81,27 @@ def in_process_save_strategy_class() -> type:
     return InProcessTorchDistSave
 
 
+def load_sharded(sharded_state_dict: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """`dist_checkpointing.load` with a damaged checkpoint reported as an AnemoneError naming the folder."""
+    import pickle
+
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.core import CheckpointingException
+    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, wrapping the rank's error
+
+    try:
+        return dist_checkpointing.load(sharded_state_dict, str(folder))
+    except (CheckpointingException, CheckpointException, RuntimeError, OSError, EOFError, ValueError,
+            pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise AnemoneError(f"cannot read the Megatron checkpoint '{folder}' ({type(exc).__name__}: {first}): "
+                           "a file is missing, truncated or corrupt; re-import it with `anemone bridge import`"
+                           ) from None
+
+
 def load_megatron(model: torch.nn.Module, folder: str | Path) -> None:
     """Load a dist checkpoint into this rank's model, whatever layout it was saved at (collective)."""
-    from megatron.core import dist_checkpointing
-
-    state = dist_checkpointing.load(model.sharded_state_dict(), str(folder))
+    state = load_sharded(model.sharded_state_dict(), folder)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]
     if missing:
