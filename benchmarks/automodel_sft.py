@@ -66,11 +66,13 @@ class StepProfiler:
 def run_ours(model, examples, pad_id, steps, profiler=None):
     from anemone_automodel.data.loader import BatchPlan
     from anemone_automodel.lora import fuse_lora_forward, is_peft
+    from anemone_automodel.model import sparse_tied_embedding_grad
     from anemone_automodel.optim import build_optimizer
     from anemone_automodel.trainer import train_step
 
     if is_peft(model):
         fuse_lora_forward(model)  # as the trainer's build_model does
+    sparse_tied_embedding_grad(model)  # as train() does
     model.train()
     plan = BatchPlan(examples, micro_batch_size=BATCH, shuffle=False, pad_id=pad_id)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -95,3 +95,23 @@ def test_sparse_loss_with_nothing_trained_still_backpropagates():
     loss = sparse_causal_lm_loss(model, {"input_ids": b["input_ids"]}, torch.full_like(b["labels"], -100), "cpu")
     assert float(loss.detach()) == 0.0
     loss.backward()  # an FSDP rank with an all-prompt micro-batch must still run backward
+
+
+def test_sparse_tied_embedding_grad_gives_the_same_dense_gradient():
+    from anemone_automodel.model import sparse_tied_embedding_grad
+    from anemone_automodel.optim import build_optimizer
+    from anemone_automodel.sparse_loss import sparse_causal_lm_loss
+
+    assert not sparse_tied_embedding_grad(tiny_llama())  # untied: its own gradient must stay dense
+    dense_model = tiny_llama(tie_word_embeddings=True)
+    assert dense_model.get_input_embeddings().weight is dense_model.get_output_embeddings().weight
+    model = copy.deepcopy(dense_model)
+    assert sparse_tied_embedding_grad(model)
+    b = _partly_trained_batch()
+    inputs = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+    for m in (dense_model, model):
+        sparse_causal_lm_loss(m, inputs, b["labels"], "cpu").backward()
+    grad = model.get_input_embeddings().weight.grad
+    assert grad.layout == torch.strided  # the fused optimizer takes it as it is
+    torch.testing.assert_close(grad, dense_model.get_input_embeddings().weight.grad, rtol=1e-6, atol=1e-8)
+    build_optimizer(model).step()

@@ -26,6 +26,7 @@ from anemone_automodel.config import AutoModelConfig
 from anemone_automodel.data.loader import BatchPlan
 from anemone_automodel.loss import causal_lm_loss, count_trained_tokens
 from anemone_automodel.metrics import flops_per_token, peak_memory_gb, peak_tflops, step_bar
+from anemone_automodel.model import sparse_tied_embedding_grad
 from anemone_automodel.optim import build_optimizer, build_scheduler
 from anemone_automodel.outputs import save_adapter, save_consolidated, save_merged
 from anemone_automodel.parallelize import (
@@ -101,6 +102,7 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
     fsdp = dims.dp > 1
     if fsdp:
         apply_fsdp(model, mesh["dp"])
+    sparse_tied_embedding_grad(model)  # a no-op for sharded or untied embeddings
     dp_group = mesh["dp"].get_group() if mesh is not None and dims.dp > 1 else None
     dp_rank = mesh["dp"].get_local_rank() if mesh is not None else 0
 
