@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from anemone_speech.ctc import beam_decode, ctc_loss, greedy_decode, prefix_beam_search
+from anemone_speech.ctc import Lexicon, beam_decode, ctc_loss, greedy_decode, prefix_beam_search
 
 
 def _peaky(seq: list[int], vocab: int = 5) -> torch.Tensor:
@@ -38,3 +38,22 @@ def test_ctc_loss_is_finite_and_small_for_the_right_path():
     good = ctc_loss(lp, torch.tensor([4]), torch.tensor([[1, 2, 3]]), torch.tensor([3]), blank)
     bad = ctc_loss(lp, torch.tensor([4]), torch.tensor([[3, 2, 1]]), torch.tensor([3]), blank)
     assert math.isfinite(good.item()) and good < 0.01 < bad
+
+
+def test_lexicon_beam_spells_only_known_words():
+    # vocab a b t ' ', blank 4. Frames: b, then a (0.4) vs blank (0.6), then t: the best path spells "bt".
+    vocab = ["a", "b", "t", " "]
+    lp = torch.tensor([[0.01, 0.96, 0.01, 0.01, 0.01], [0.4, 0.0, 0.0, 0.0, 0.6], [0.01, 0.01, 0.96, 0.01, 0.01]])
+    lp = (lp + 1e-6).log()
+    assert prefix_beam_search(lp.numpy(), blank=4, beam_size=4) == [1, 2]  # "bt"
+    lexicon = Lexicon(["bat", "tab"], vocab)
+    assert prefix_beam_search(lp.numpy(), blank=4, beam_size=4, lexicon=lexicon) == [1, 0, 2]  # "bat"
+    assert beam_decode(lp[None], torch.tensor([3]), 4, beam_size=4, lexicon=lexicon) == [[1, 0, 2]]
+
+
+def test_lexicon_allows_a_space_only_after_a_whole_word():
+    lexicon = Lexicon(["bat", "tab"], ["a", "b", "t", " "])
+    assert lexicon.allows((1, 0), 2) and not lexicon.allows((1, 0), 1)  # "ba" + t yes, + b no
+    assert lexicon.allows((1, 0, 2), 3) and not lexicon.allows((1, 0), 3)  # space after "bat", not after "ba"
+    assert lexicon.allows((1, 0, 2, 3), 2)  # a new word starts after the space
+    assert lexicon.complete((1, 0, 2)) and not lexicon.complete((1, 0, 2, 3, 2))

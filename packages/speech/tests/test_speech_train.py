@@ -41,6 +41,24 @@ def test_plan_holds_out_sentences_and_voices():
     assert plan == plan_corpus(cfg)  # deterministic
 
 
+def test_time_budget_ends_the_learning_rate_schedule():
+    import time
+
+    from anemone_speech.conformer import ConformerCTC
+    from anemone_speech.lightning_module import CTCModule, warmup_cosine
+    from anemone_speech.tokenizers import CharTokenizer
+
+    tok = CharTokenizer(list("ab "))
+    module = CTCModule(ConformerCTC(tok.vocab_size, d_model=16, n_layers=1, n_heads=2, subsampling_channels=4),
+                       tok, min_lr_ratio=0.05, max_seconds=100.0)
+    assert module.lr_multiplier(50, 10, 1000) == pytest.approx(warmup_cosine(50, 10, 1000, 0.05))  # not started
+    module._fit_t0 = time.monotonic() - 100.0  # the whole budget used at step 50: the cosine is at its end
+    assert module.lr_multiplier(50, 10, 1000) == pytest.approx(0.05)
+    module._fit_t0 = time.monotonic() - 50.0  # half the budget: about the cosine's middle
+    assert module.lr_multiplier(50, 10, 1000) == pytest.approx(warmup_cosine(500, 10, 1000, 0.05), abs=0.01)
+    assert module.lr_multiplier(5, 10, 1000) == pytest.approx(0.6)  # warmup goes by steps only
+
+
 def test_synth_config_rejects_seen_test_voice():
     with pytest.raises(AnemoneError, match="shares its accent or variant"):
         load_config(SynthConfig, None, ["test_voices=[en-us+m9]"])
@@ -128,6 +146,24 @@ def test_transcribe_cli_resamples_and_reports_errors(trained, corpus, tmp_path, 
     (tmp_path / "empty.wav").write_bytes(b"")
     assert run_cli(["transcribe", str(tmp_path / "empty.wav"), "--model", model]) == 2
     assert "empty.wav' is empty" in capsys.readouterr().err
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio at all")
+    assert run_cli(["transcribe", str(tmp_path / "corrupt.wav"), "--model", model]) == 2
+    assert "corrupt.wav' could not be decoded" in capsys.readouterr().err
+    assert run_cli(["transcribe", str(tmp_path / "missing.wav"), "--model", model]) == 2
+    assert "missing.wav' does not exist" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_lexicon_decoding_from_the_training_manifest(trained, corpus, capsys):
+    model = f"{trained['output_dir']}/model"
+    argv = ["evaluate", str(corpus / "test.jsonl"), "--model", model, "--lexicon", str(corpus / "train.jsonl")]
+    assert run_cli([*argv, "--beam-size", "4", "--output", str(corpus.parent / "lex.jsonl"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 6
+    words = {w for line in (corpus / "train.jsonl").read_text().splitlines() for w in json.loads(line)["text"].split()}
+    hyps = [json.loads(line)["text"] for line in (corpus.parent / "lex.jsonl").read_text().splitlines()]
+    assert all(w in words for h in hyps for w in h.split())  # every word spelt is a lexicon word
+    assert run_cli(argv) == 2  # greedy (beam size 1) cannot take a lexicon
+    assert "--beam-size 8" in capsys.readouterr().err
 
 
 @needs_espeak

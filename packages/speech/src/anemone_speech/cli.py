@@ -38,6 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
         p.add_argument("--beam-size", type=int, default=1, help="1: greedy CTC decoding; >1: prefix beam search")
         p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+        p.add_argument("--lexicon", help="character models, with --beam-size > 1: only spell words from this word list "
+                       "(.txt) or from the texts of this manifest (.jsonl), e.g. the training manifest")
         p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--output", help="also write the results as a JSON-lines manifest here")
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -89,13 +91,14 @@ def _run_inference(args: argparse.Namespace) -> dict:
     from anemone_core.metrics import progress
     from anemone_speech.manifest import Utterance, write_manifest
     from anemone_speech.model_io import load_model
-    from anemone_speech.transcribe import inputs_to_utterances, transcribe_utterances
+    from anemone_speech.transcribe import inputs_to_utterances, read_lexicon, transcribe_utterances
 
     if args.batch_size < 1 or args.beam_size < 1 or args.threads < 1:
         raise AnemoneError("--batch-size, --beam-size and --threads must be >= 1: pass a positive integer")
     torch.set_num_threads(args.threads)
     needed = ("audio_filepath", "text") if args.verb == "evaluate" else ("audio_filepath",)
     utts = inputs_to_utterances(args.inputs, needed) if args.inputs else None  # bad input fails before loading
+    lexicon = read_lexicon(args.lexicon) if args.lexicon else None
     model, tokenizer, meta = load_model(args.model, args.device)
     if utts is None:
         from anemone_speech.synth import SynthConfig, cached_corpus
@@ -110,7 +113,7 @@ def _run_inference(args: argparse.Namespace) -> dict:
             next(bar, None)
 
     out = transcribe_utterances(model, tokenizer, utts, args.batch_size, args.beam_size,
-                                meta["model"].get("sample_rate", 16_000), on_batch=advance)
+                                meta["model"].get("sample_rate", 16_000), on_batch=advance, lexicon=lexicon)
     next(bar, None)  # close the bar
     if args.output:
         write_manifest(args.output, [Utterance(r["audio_filepath"], r["duration"], r["text"]) for r in out["results"]],

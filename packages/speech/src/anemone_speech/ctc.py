@@ -1,4 +1,6 @@
-"""CTC loss and decoding: greedy (best path) and prefix beam search. The blank is the last class."""
+"""CTC loss and decoding: greedy (best path), prefix beam search, and prefix beam search restricted to a word
+lexicon (closed-vocabulary decoding of character models, as flashlight's lexicon decoder does). The blank is the
+last class."""
 
 from __future__ import annotations
 
@@ -40,10 +42,42 @@ def _logsumexp(a: float, b: float) -> float:
     return m + math.log1p(math.exp(-abs(a - b)))
 
 
-def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, prune_top_k: int = 16) -> list[int]:
+class Lexicon:
+    """The words a character model may spell, for `prefix_beam_search`: a label may extend a prefix only while
+    the word being spelt is the start of a lexicon word, and a space (or the end) only after a whole word."""
+
+    def __init__(self, words: list[str], vocab: list[str]) -> None:
+        self.words = {w for w in words if w}
+        self.starts = {w[:i] for w in self.words for i in range(len(w) + 1)}
+        self.vocab = vocab  # id -> character
+        self.space = vocab.index(" ") if " " in vocab else -1
+
+    def allows(self, prefix: tuple[int, ...], label: int) -> bool:
+        word = self.current_word(prefix)
+        if label == self.space:
+            return word in self.words
+        return word + self.vocab[label] in self.starts
+
+    def current_word(self, prefix: tuple[int, ...]) -> str:
+        chars = []
+        for i in reversed(prefix):
+            if i == self.space:
+                break
+            chars.append(self.vocab[i])
+        return "".join(reversed(chars))
+
+    def complete(self, prefix: tuple[int, ...]) -> bool:
+        word = self.current_word(prefix)
+        return word == "" or word in self.words
+
+
+def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, prune_top_k: int = 16,
+                       lexicon: Lexicon | None = None) -> list[int]:
     """CTC prefix beam search over one utterance's (T, V+1) log-probs; returns the best label sequence.
 
     Each prefix keeps two scores, ending in blank (pb) and ending in a label (pnb), so "a a" and "aa" stay apart.
+    With a `lexicon`, prefixes that cannot spell lexicon words are never formed, and the result ends on a whole
+    word where any beam does.
     """
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
     for t in range(log_probs.shape[0]):
@@ -58,17 +92,21 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, pr
                     nxt[prefix][0] = _logsumexp(nxt[prefix][0], total + p)
                     continue
                 ext = prefix + (c,)
+                allowed = lexicon is None or lexicon.allows(prefix, c)
                 if prefix and prefix[-1] == c:
                     # a repeat only extends after a blank; without one it collapses into the same prefix
-                    nxt[ext][1] = _logsumexp(nxt[ext][1], pb + p)
+                    if allowed:
+                        nxt[ext][1] = _logsumexp(nxt[ext][1], pb + p)
                     nxt[prefix][1] = _logsumexp(nxt[prefix][1], pnb + p)
-                else:
+                elif allowed:
                     nxt[ext][1] = _logsumexp(nxt[ext][1], total + p)
         ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]), reverse=True)[:beam_size]
         beams = {k: (v[0], v[1]) for k, v in ranked}
-    return list(max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))[0])
+    finished = {k: v for k, v in beams.items() if lexicon is None or lexicon.complete(k)} or beams
+    return list(max(finished.items(), key=lambda kv: _logsumexp(*kv[1]))[0])
 
 
-def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int, beam_size: int = 8) -> list[list[int]]:
+def beam_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int, beam_size: int = 8,
+                lexicon: Lexicon | None = None) -> list[list[int]]:
     lp = log_probs.detach().float().cpu().numpy()
-    return [prefix_beam_search(lp[i, :n], blank, beam_size) for i, n in enumerate(lengths.tolist())]
+    return [prefix_beam_search(lp[i, :n], blank, beam_size, lexicon=lexicon) for i, n in enumerate(lengths.tolist())]

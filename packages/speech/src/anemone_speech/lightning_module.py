@@ -1,5 +1,5 @@
 """The LightningModule: CTC training with SpecAugment, greedy-decoded validation WER/CER every epoch,
-AdamW with linear warmup and cosine decay stepped per optimizer step."""
+AdamW with linear warmup and cosine decay stepped per optimizer step (and, under a time budget, by the clock)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,13 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
 class CTCModule(pl.LightningModule):
     def __init__(self, model: ConformerCTC, tokenizer: CharTokenizer | BPETokenizer, lr: float = 2e-3,
                  weight_decay: float = 1e-3, warmup_steps: int = 200, min_lr_ratio: float = 0.05,
-                 augment: dict | None = None, sample_rate: int = 16_000) -> None:
+                 augment: dict | None = None, sample_rate: int = 16_000, max_seconds: float | None = None) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.lr, self.weight_decay, self.warmup_steps, self.min_lr_ratio = lr, weight_decay, warmup_steps, min_lr_ratio
         self.augment, self.sample_rate = augment, sample_rate
+        self.max_seconds = max_seconds  # the run's time budget: the cosine reaches its end when it runs out
+        self._fit_t0: float | None = None
         self.blank = tokenizer.vocab_size
         self._val: list[tuple[str, str]] = []
         self.audio_seconds = 0.0  # audio trained on, for the throughput figure
@@ -50,6 +52,21 @@ class CTCModule(pl.LightningModule):
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["wav"].shape[0])
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch["wav"].shape[0])
         return loss
+
+    def on_train_start(self) -> None:
+        self._fit_t0 = time.monotonic()
+
+    def time_progress(self) -> float:
+        """Fraction of the time budget used (0 without one)."""
+        if not self.max_seconds or self._fit_t0 is None:
+            return 0.0
+        return (time.monotonic() - self._fit_t0) / self.max_seconds
+
+    def lr_multiplier(self, step: int, warmup: int, total: int) -> float:
+        # A time budget cuts a run short on a slow or shared machine: decaying by whichever of steps or time
+        # runs out first still ends training at the low learning rate instead of mid-schedule.
+        step = max(step, int(self.time_progress() * total)) if step >= warmup else step
+        return warmup_cosine(step, warmup, total, self.min_lr_ratio)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         self._step_t0 = time.perf_counter()
@@ -81,5 +98,5 @@ class CTCModule(pl.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         warmup = min(self.warmup_steps, max(1, total // 10))
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, warmup, total, self.min_lr_ratio))
+            opt, lambda s: self.lr_multiplier(s, warmup, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

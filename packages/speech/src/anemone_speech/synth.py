@@ -30,7 +30,7 @@ from anemone_speech.words import WORDS
 class SynthConfig(AnemoneConfig):
     out_dir: str = "speech_corpus"
     """Folder to write: wavs/ plus train.jsonl, validation.jsonl, test.jsonl manifests."""
-    num_train: int = Field(2000, ge=1)
+    num_train: int = Field(4000, ge=1)
     """Training utterances."""
     num_validation: int = Field(150, ge=1)
     """Validation utterances (held-out sentences, training voices)."""
@@ -42,7 +42,8 @@ class SynthConfig(AnemoneConfig):
     """Most words in a sentence."""
     train_accents: list[str] = ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc"]
     """eSpeak NG accents (voices) used for training and validation (`espeak-ng --voices=en`)."""
-    train_variants: list[str] = ["m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4"]
+    train_variants: list[str] = ["m1", "m2", "m3", "m4", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "linda", "steph",
+                                 "Annie"]
     """eSpeak NG variants (timbre) combined with the training accents (`espeak-ng --voices=variant`)."""
     test_voices: list[str] = ["en-gb-x-gbclan+m5", "en-gb-x-gbcwmd+f5"]
     """Held-out voices `accent+variant` for the test split; neither part may appear in training."""

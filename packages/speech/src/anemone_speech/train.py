@@ -129,7 +129,8 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
     print(f"Conformer-CTC: {n_params / 1e6:.2f}M parameters, {tokenizer.kind} tokenizer of {tokenizer.vocab_size}, "
           f"{len(splits['train'])} training utterances", file=sys.stderr)
     module = CTCModule(model, tokenizer, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_steps,
-                       cfg.optim.min_lr_ratio, cfg.augment.model_dump(), cfg.data.sample_rate)
+                       cfg.optim.min_lr_ratio, cfg.augment.model_dump(), cfg.data.sample_rate,
+                       cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None)
     dm = SpeechDataModule(splits["train"], splits["validation"], tokenizer, cfg.data.batch_size, cfg.data.num_buckets,
                           cfg.data.num_workers, cfg.data.sample_rate, cfg.data.speed_perturb, cfg.seed)
 
