@@ -25,6 +25,26 @@ def test_echo_logprobs_match_the_local_model(server, tiny_dir):
     assert [g[1] for g in got] == [r[1] for r in ref]
 
 
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_prompts_batched_per_request_give_the_same_answers(server, tiny_dir, batch_size):
+    ep = EndpointTarget(server.url, concurrency=2, batch_size=batch_size)
+    before = server.posts
+    got = ep.loglikelihood(REQS)
+    assert server.posts - before == -(-len(REQS) // batch_size)  # ceil: one request per batch of prompts
+    ref = LocalTarget(tiny_dir).loglikelihood(REQS)
+    torch.testing.assert_close(torch.tensor([g[0] for g in got]), torch.tensor([r[0] for r in ref]),
+                               atol=1e-4, rtol=1e-4)
+    gens = [GenRequest(f"{a} + {a} =", ("\n",), 4) for a in range(6)]
+    assert ep.generate(gens) == LocalTarget(tiny_dir).generate(gens)
+
+
+def test_server_refusing_lists_gets_one_prompt_per_request(server):
+    ep = EndpointTarget(server.url, batch_size=4)
+    expected = EndpointTarget(server.url, batch_size=1).loglikelihood(REQS)
+    server.refuse_lists = True
+    assert ep.loglikelihood(REQS) == expected and ep.batch_size == 1
+
+
 def test_generation_plain_and_chat(server, tiny_dir):
     ep = EndpointTarget(server.url)
     local = LocalTarget(tiny_dir)
@@ -33,7 +53,7 @@ def test_generation_plain_and_chat(server, tiny_dir):
 
 
 def test_429_burst_is_retried_with_backoff(server):
-    ep = EndpointTarget(server.url, concurrency=4, max_retries=8, backoff_s=0.01)
+    ep = EndpointTarget(server.url, concurrency=4, max_retries=8, backoff_s=0.01, batch_size=1)
     server.fail_next = 6
     got = ep.loglikelihood(REQS)
     assert len(got) == len(REQS) and ep.stats["retries"] >= 6
@@ -71,7 +91,7 @@ def test_unreachable_endpoint_gives_a_clear_error():
 
 def test_killed_run_resumes_from_the_request_cache(server, tmp_path):
     cfg = EvalConfig(endpoint=server.url, tasks=["arith_gen"], limit=40, cache_path=str(tmp_path / "c.sqlite"),
-                     endpoint_opts={"concurrency": 4, "max_retries": 0})
+                     endpoint_opts={"concurrency": 4, "max_retries": 0, "batch_size": 1})
     n_requests, chunk = 40, 32  # generation requests are committed to the cache 32 at a time
     server.fail_status = 400  # not retryable: the run dies in its second chunk
     original = server.posts

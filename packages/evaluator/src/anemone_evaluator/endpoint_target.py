@@ -5,8 +5,11 @@
 - loglikelihood_rolling: the same over the whole text; the first token has no log-probability from an API
   (nothing conditions it), so it is left out, unlike the local target which conditions it on BOS.
 - generate: `/completions` (plain) or `/chat/completions` (chat), temperature 0, stop strings.
-Requests run `concurrency` at a time; 429 and 5xx answers, timeouts and connection errors are retried with
-exponential backoff (honouring Retry-After) up to `max_retries` times, then fail with a clear error.
+Up to `batch_size` prompts go in one `/completions` request (the API takes a list; a server that refuses
+a list gets one prompt per request from then on); chat requests carry one conversation each. Requests run
+`concurrency` at a time over kept-alive connections; 429 and 5xx answers, timeouts and connection errors are
+retried with exponential backoff (honouring Retry-After) up to `max_retries` times, then fail with a clear
+error.
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from anemone_evaluator.requests import GenRequest, LoglikRequest, RollingRequest
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+class EndpointHTTPError(AnemoneError):
+    """The endpoint answered a status that retrying cannot fix (4xx other than 408/409/429)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class EndpointTarget:
     def __init__(self, url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 5, backoff_s: float = 0.5,
-                 max_backoff_s: float = 30.0) -> None:
+                 concurrency: int = 8, timeout_s: float = 300.0, max_retries: int = 5, backoff_s: float = 0.5,
+                 max_backoff_s: float = 30.0, batch_size: int = 8) -> None:
         import httpx
 
         if not url.startswith(("http://", "https://")):
@@ -36,11 +47,12 @@ class EndpointTarget:
         for suffix in ("/chat/completions", "/completions"):
             base = base.removesuffix(suffix)
         self.base = base
-        self.concurrency, self.timeout_s = concurrency, timeout_s
+        self.concurrency, self.timeout_s, self.batch_size = concurrency, timeout_s, batch_size
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         key = os.environ.get(api_key_env, "")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.Client(timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency))
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.client = httpx.Client(timeout=timeout_s, limits=limits)  # one pool: connections are reused
         self.stats = {"requests": 0, "retries": 0}
         self._lock = threading.Lock()
         self.model = model or self._first_model()
@@ -51,6 +63,7 @@ class EndpointTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "endpoint", "url": self.base, "model": self.model, "concurrency": self.concurrency,
+                "batch_size": self.batch_size,
                 "timeout_s": self.timeout_s, "max_retries": self.max_retries, "fingerprint": self.fingerprint()}
 
     # -- HTTP with retries ------------------------------------------------------------------------------------
@@ -77,8 +90,9 @@ class EndpointTarget:
                         raise AnemoneError(f"endpoint {url} answered 200 with a body that is not JSON "
                                            f"({resp.text[:120]!r}): is --endpoint an OpenAI-compatible API?") from None
                 if resp.status_code not in RETRY_STATUS:
-                    raise AnemoneError(f"endpoint {url} answered HTTP {resp.status_code}: {resp.text[:300]}: check "
-                                       "--endpoint, --endpoint-model and the API key variable")
+                    raise EndpointHTTPError(f"endpoint {url} answered HTTP {resp.status_code}: {resp.text[:300]}: "
+                                            "check --endpoint, --endpoint-model and the API key variable",
+                                            resp.status_code)
                 last = f"HTTP {resp.status_code}"
                 retry_after = resp.headers.get("retry-after", "")
                 if retry_after.replace(".", "", 1).isdigit():
@@ -102,60 +116,101 @@ class EndpointTarget:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(fn, items))
 
-    # -- request kinds ----------------------------------------------------------------------------------------
-    def _echo_logprobs(self, text: str) -> dict[str, Any]:
-        body = {"model": self.model, "prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1,
-                "temperature": 0.0}
-        lp = self._request("POST", "/completions", body)["choices"][0].get("logprobs")
-        if not lp or "token_logprobs" not in lp:
-            raise AnemoneError(f"endpoint {self.base} returned no prompt logprobs for echo=true: multiple choice and "
-                               "perplexity need a server that supports echo+logprobs (e.g. vLLM); use generation tasks")
-        return lp
+    def _batched(self, one_request, items: list[Any]) -> list[Any]:
+        """Answers for `items`, `batch_size` per request (`one_request(list) -> list`), concurrently."""
+        groups = [items[s: s + self.batch_size] for s in range(0, len(items), self.batch_size)]
+        return [a for answers in self._map(one_request, groups) for a in answers]
 
-    def _one_loglik(self, req: LoglikRequest) -> tuple[float, bool]:
-        if req.chat:
+    def _completions(self, body: dict[str, Any], prompts: list[str]) -> list[dict[str, Any]]:
+        """One /completions request for a list of prompts; its choices in prompt order."""
+        if len(prompts) > 1 and self.batch_size > 1:
+            try:
+                choices = self._request("POST", "/completions", {**body, "prompt": prompts})["choices"]
+            except EndpointHTTPError as exc:
+                if exc.status not in (400, 422):
+                    raise
+                self.batch_size = 1  # this server takes one prompt per request: say so once, then comply
+                return [c for p in prompts for c in self._completions(body, [p])]
+            if len(choices) != len(prompts):
+                raise AnemoneError(f"endpoint {self.base}/completions answered {len(choices)} choices for "
+                                   f"{len(prompts)} prompts: set endpoint_opts.batch_size=1")
+            return sorted(choices, key=lambda c: c.get("index", 0))
+        return [self._request("POST", "/completions", {**body, "prompt": p})["choices"][0] for p in prompts]
+
+    def _echo_logprobs(self, texts: list[str]) -> list[dict[str, Any]]:
+        body = {"model": self.model, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
+        out = []
+        for choice in self._completions(body, texts):
+            lp = choice.get("logprobs")
+            if not lp or "token_logprobs" not in lp:
+                raise AnemoneError(f"endpoint {self.base} returned no prompt logprobs for echo=true: multiple "
+                                   "choice and perplexity need a server that supports echo+logprobs (e.g. vLLM); "
+                                   "use generation tasks")
+            out.append(lp)
+        return out
+
+    def _loglik_batch(self, reqs: list[LoglikRequest]) -> list[tuple[float, bool]]:
+        if any(r.chat for r in reqs):
             raise AnemoneError("chat_template=true with a loglikelihood task on an endpoint: an API cannot score a "
                                "continuation after its own chat template; run with chat_template=false")
-        ctx_len, end = len(req.prompt), len(req.prompt) + len(req.continuation)
-        lp = self._echo_logprobs(req.prompt + req.continuation)
-        total, greedy = 0.0, True
-        tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
-        for tok, logp, off, top in zip(lp["tokens"], lp["token_logprobs"], lp["text_offset"], tops, strict=True):
-            if ctx_len <= off < end and logp is not None:
-                total += logp
-                if top:
-                    greedy &= max(top, key=top.get) == tok
-        return total, greedy
+        out = []
+        for req, lp in zip(reqs, self._echo_logprobs([r.prompt + r.continuation for r in reqs]), strict=True):
+            ctx_len, end = len(req.prompt), len(req.prompt) + len(req.continuation)
+            total, greedy = 0.0, True
+            tops = lp.get("top_logprobs") or [None] * len(lp["tokens"])
+            for tok, logp, off, top in zip(lp["tokens"], lp["token_logprobs"], lp["text_offset"], tops, strict=True):
+                if ctx_len <= off < end and logp is not None:
+                    total += logp
+                    if top:
+                        greedy &= max(top, key=top.get) == tok
+            out.append((total, greedy))
+        return out
 
-    def _one_rolling(self, req: RollingRequest) -> float:
-        lp = self._echo_logprobs(req.text)
-        end = len(req.text)
-        return float(sum(p for p, off in zip(lp["token_logprobs"], lp["text_offset"], strict=True)
-                         if p is not None and off < end))
+    def _rolling_batch(self, reqs: list[RollingRequest]) -> list[float]:
+        out = []
+        for req, lp in zip(reqs, self._echo_logprobs([r.text for r in reqs]), strict=True):
+            end = len(req.text)
+            out.append(float(sum(p for p, off in zip(lp["token_logprobs"], lp["text_offset"], strict=True)
+                                 if p is not None and off < end)))
+        return out
 
-    def _one_generate(self, req: GenRequest) -> str:
-        stop = [s for s in req.until if s][:4] or None  # the OpenAI API takes at most 4 stop strings
-        if req.chat:
-            body = {"model": self.model, "messages": chat_messages(req.prompt, req.system),
-                    "max_tokens": req.max_tokens, "temperature": 0.0, "stop": stop}
-            text = self._request("POST", "/chat/completions", body)["choices"][0]["message"]["content"] or ""
+    def _generate_batch(self, reqs: list[GenRequest]) -> list[str]:
+        first = reqs[0]
+        stop = [s for s in first.until if s][:4] or None  # the OpenAI API takes at most 4 stop strings
+        if first.chat:
+            assert len(reqs) == 1, "chat requests are sent one at a time"
+            body = {"model": self.model, "messages": chat_messages(first.prompt, first.system),
+                    "max_tokens": first.max_tokens, "temperature": 0.0, "stop": stop}
+            texts = [self._request("POST", "/chat/completions", body)["choices"][0]["message"]["content"] or ""]
         else:
-            body = {"model": self.model, "prompt": req.prompt, "max_tokens": req.max_tokens, "temperature": 0.0,
-                    "stop": stop}
-            text = self._request("POST", "/completions", body)["choices"][0]["text"]
-        for s in req.until:  # servers differ on stop handling: cut here too, as the local target does
+            body = {"model": self.model, "max_tokens": first.max_tokens, "temperature": 0.0, "stop": stop}
+            texts = [c["text"] for c in self._completions(body, [r.prompt for r in reqs])]
+        for s in first.until:  # servers differ on stop handling: cut here too, as the local target does
             if s:
-                text = text.split(s)[0]
-        return text
+                texts = [t.split(s)[0] for t in texts]
+        return texts
 
     def loglikelihood(self, reqs: list[LoglikRequest]) -> list[tuple[float, bool]]:
-        return self._map(self._one_loglik, reqs)
+        return self._batched(self._loglik_batch, reqs)
 
     def loglikelihood_rolling(self, reqs: list[RollingRequest]) -> list[float]:
-        return self._map(self._one_rolling, reqs)
+        return self._batched(self._rolling_batch, reqs)
 
     def generate(self, reqs: list[GenRequest]) -> list[str]:
-        return self._map(self._one_generate, reqs)
+        """Plain requests sharing stop strings and budget go `batch_size` per request; chat ones alone."""
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(reqs):
+            groups.setdefault((r.until, r.max_tokens, r.chat), []).append(i)
+        batches = []
+        for (_, _, chat), members in groups.items():
+            size = 1 if chat else self.batch_size
+            batches += [members[s: s + size] for s in range(0, len(members), size)]
+        out = [""] * len(reqs)
+        answers = self._map(lambda batch: self._generate_batch([reqs[i] for i in batch]), batches)
+        for batch, texts in zip(batches, answers, strict=True):
+            for i, text in zip(batch, texts, strict=True):
+                out[i] = text
+        return out
 
     def close(self) -> None:
         self.client.close()

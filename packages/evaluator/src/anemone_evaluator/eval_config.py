@@ -33,8 +33,10 @@ class EndpointConfig(AnemoneConfig):
     """Environment variable holding the API key (sent as a Bearer token when set)."""
     concurrency: int = Field(8, ge=1)
     """Requests in flight at once."""
-    timeout_s: float = Field(60.0, gt=0)
-    """Seconds to wait for one answer before retrying it."""
+    batch_size: int = Field(8, ge=1)
+    """Prompts per /completions request (the API takes a list; a server that refuses one gets 1 per request)."""
+    timeout_s: float = Field(300.0, gt=0)
+    """Seconds to wait for one answer before retrying it (a queued request on a busy server waits too)."""
     max_retries: int = Field(5, ge=0)
     """Retries per request after 429/5xx, a timeout or a connection error, with exponential backoff."""
     backoff_s: float = Field(0.5, ge=0)

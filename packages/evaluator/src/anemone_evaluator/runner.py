@@ -44,7 +44,7 @@ def build_target(cfg: EvalConfig) -> Target:
 
         e = cfg.endpoint_opts
         return EndpointTarget(cfg.endpoint, e.model, e.api_key_env, e.concurrency, e.timeout_s, e.max_retries,
-                              e.backoff_s)
+                              e.backoff_s, batch_size=e.batch_size)
     from anemone_core.models import resolve_model
     from anemone_evaluator.local_target import LocalTarget
 

@@ -5,7 +5,8 @@ anemone-export's server). It answers `GET /v1/models`, `POST /v1/completions` (t
 or a list; `echo` + `logprobs` returns the prompt's token log-probabilities plus one generated token, as vLLM
 does) and `POST /v1/chat/completions`, greedy only, one model call at a time. Failures can be injected: the
 next `fail_next` POSTs answer `fail_status` (a 429 burst by default), and prompts in `slow_once` are delayed
-by `slow_s` seconds the first time.
+by `slow_s` seconds the first time; `refuse_lists` makes it answer 400 to a list of prompts (a server that
+takes one prompt per request).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OpenAIStubServer:
         self.fail_status = 429
         self.slow_once: set[str] = set()
         self.slow_s = 2.0
+        self.refuse_lists = False
         self.posts = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -128,6 +130,9 @@ def _handler(server: OpenAIStubServer) -> type[BaseHTTPRequestHandler]:
                 server.slow_once.discard(prompt)
                 time.sleep(server.slow_s)
             if self.path == "/v1/completions":
+                listed = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+                if server.refuse_lists and listed:
+                    return self._send(400, {"error": {"message": "prompt must be a string"}})
                 return self._send(200, server.completions(body))
             if self.path == "/v1/chat/completions":
                 return self._send(200, server.chat(body))
