@@ -23,6 +23,22 @@ def test_every_patch_is_listed_and_idempotent():
     assert apply_cpu_patches() == []  # a second call changes nothing
 
 
+def test_megatron_imports_without_torchdynamo():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from anemone_bridge.cpu_patches import import_megatron_eagerly\n"
+            "compile_before = torch.compile\n"
+            "import_megatron_eagerly()\n"
+            "from megatron.core import jit\n"
+            "assert 'megatron.core.models.gpt' in sys.modules\n"
+            "assert 'torch._dynamo' not in sys.modules, 'TorchDynamo was imported'\n"
+            "assert torch.compile is compile_before and jit.jit_fuser(len) is len\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_rope_get_emb_stays_on_cpu():
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
 

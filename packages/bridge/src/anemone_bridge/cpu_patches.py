@@ -22,6 +22,33 @@ import torch
 _APPLIED: set[str] = set()
 
 
+def _eager_compile(model=None, **kwargs):
+    """`torch.compile` as the identity: the function (or decorator) is returned unchanged."""
+    return model if model is not None else (lambda fn: fn)
+
+
+def import_megatron_eagerly() -> None:
+    """Import megatron-core's model and checkpoint modules with `torch.compile` as the identity (CPU hosts).
+
+    megatron-core's `jit_fuser` is `torch.compile` (megatron/core/jit.py), applied as a decorator at import
+    time to fused kernels; each application imports TorchDynamo and Inductor, which costs more CPU time than
+    a whole conversion of the embedded model (~2 s with bytecode cached, ~4 s without; see the README). On
+    the CPU those kernels are switched off or run eagerly anyway. `torch.compile` is restored afterwards;
+    megatron's `jit_fuser` stays the identity in this process. No-op with a GPU or once megatron is imported.
+    """
+    import sys
+
+    if torch.cuda.is_available() or "megatron.core" in sys.modules:
+        return
+    original = torch.compile
+    torch.compile = _eager_compile  # type: ignore[assignment]
+    try:
+        from megatron.core import dist_checkpointing, parallel_state  # noqa: F401
+        from megatron.core.models.gpt import GPTModel  # noqa: F401
+    finally:
+        torch.compile = original
+
+
 def _patch_rope_get_emb() -> None:
     # RotaryEmbedding.get_emb moves `inv_freq` to `torch.cuda.current_device()` on the first forward pass
     # ("move `inv_freq` to GPU once"), which raises on a host without a GPU. We keep it where it is.

@@ -87,7 +87,9 @@ def load_sharded(sharded_state_dict: dict[str, Any], folder: str | Path) -> dict
 
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.core import CheckpointingException
-    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException, wrapping the rank's error
+    from torch.distributed.checkpoint.api import (
+        CheckpointException,  # a BaseException, wrapping the rank's error
+    )
 
     try:
         return dist_checkpointing.load(sharded_state_dict, str(folder))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from anemone_bridge.cpu_patches import apply_cpu_patches
+from anemone_bridge.cpu_patches import apply_cpu_patches, import_megatron_eagerly
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ def current_layout() -> Layout:
 @contextlib.contextmanager
 def parallel_session(tp: int = 1, pp: int = 1, ep: int = 1, timeout_s: float = 600.0) -> Iterator[Layout]:
     """Join (or create) the process group, initialize megatron-core's parallel state, tear both down after."""
+    import_megatron_eagerly()
     from megatron.core import parallel_state as ps
 
     from anemone_core.parallel import init_distributed
