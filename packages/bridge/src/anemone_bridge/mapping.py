@@ -93,16 +93,16 @@ class Mapping:
         if self.kind in ("direct", "replicated"):
             return [shards[0]]
         if self.kind == "column":
-            return [torch.cat(shards, 0)]
+            return [_cat(shards, 0)]
         if self.kind == "row":
-            return [torch.cat(shards, 1)]
+            return [_cat(shards, 1)]
         if self.kind == "vocab":
-            return [torch.cat(shards, 0)[: geo.vocab_size]]  # drop the TP padding rows
+            return [_cat(shards, 0)[: geo.vocab_size]]  # drop the TP padding rows
         if self.kind == "qkv":
-            return list(qkv_split(torch.cat(shards, 0), geo))
+            return list(qkv_split(_cat(shards, 0), geo))
         if self.kind == "gated":
             halves = [s.chunk(2, 0) for s in shards]
-            return [torch.cat([h[0] for h in halves], 0), torch.cat([h[1] for h in halves], 0)]
+            return [_cat([h[0] for h in halves], 0), _cat([h[1] for h in halves], 0)]
         raise AssertionError(self.kind)
 
     def megatron_shape(self, hf_shapes: list[tuple[int, ...]], geo: Geometry, tp_size: int) -> tuple[int, ...]:
@@ -153,6 +153,11 @@ class Table:
                 rows += [m.resolve(layer=i, expert=e) for m in self.per_expert]
         rows += [m for m in self.globals if not m.megatron.startswith("embedding.")]
         return rows
+
+
+def _cat(parts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat, without the copy when there is one part (TP=1: the shard is the whole tensor)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def matches_any(name: str, globs: list[str]) -> bool:
