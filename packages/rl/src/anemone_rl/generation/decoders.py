@@ -34,6 +34,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class FastDecoder:
     """Llama-family decoding with a static KV cache of shape (layers, B, kv_heads, max_len, head_dim)."""
 
+    compacts = True  # finished rows can be dropped from the batch (`keep`)
+
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         cfg = model.config
@@ -176,5 +178,15 @@ class HFDecoder:
         return out.logits[:, -1]
 
 
-def build_decoder(model: torch.nn.Module, fast: bool = True) -> FastDecoder | HFDecoder:
-    return FastDecoder(model) if fast and fast_supported(model) else HFDecoder(model)
+def build_decoder(model: torch.nn.Module, fast: bool = True, compile: bool = False) -> FastDecoder | HFDecoder:
+    """FastDecoder for Llama-family models (its decode step torch.compile'd with `compile`), else HFDecoder."""
+    if not (fast and fast_supported(model)):
+        if compile:
+            raise ValueError(f"compile=True needs a Llama-family model ({sorted(FAST_TYPES)}, SiLU, no sliding "
+                             f"window); got model_type={model.config.model_type!r}: set compile=False")
+        return HFDecoder(model)
+    if compile:
+        from anemone_rl.generation.compiled import CompiledDecoder
+
+        return CompiledDecoder(model)
+    return FastDecoder(model)

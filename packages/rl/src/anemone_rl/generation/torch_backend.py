@@ -1,7 +1,8 @@
 """The torch generation backend: batched sampling with a KV cache on CPU or GPU, with per-token logprobs.
 
 Rows that finish (EOS, a stop token, a stop string) are dropped from the batch once a quarter of the rows
-have finished, so long tails do not pay for the whole batch.
+have finished, so long tails do not pay for the whole batch (not with `compile=True`, whose compiled decode
+step keeps one batch size per generation).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class TorchGenerator:
     """`GenerationBackend` over an HF causal LM held in this process (shared with the trainer if colocated)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer=None, eos_token_ids: list[int] | None = None,
-                 fast: bool = True, pad_id: int | None = None) -> None:
+                 fast: bool = True, pad_id: int | None = None, compile: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
         if eos_token_ids is None:
@@ -26,7 +27,7 @@ class TorchGenerator:
             eos_token_ids = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self.eos_token_ids = eos_token_ids
         self.pad_id = pad_id if pad_id is not None else (eos_token_ids[0] if eos_token_ids else 0)
-        self.decoder = build_decoder(model, fast)
+        self.decoder = build_decoder(model, fast, compile)
 
     @torch.no_grad()
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -84,7 +85,7 @@ class TorchGenerator:
             active = [j for j, r in enumerate(rows.tolist()) if reason[r] is None]
             if not active or step == params.max_tokens - 1:
                 break
-            if isinstance(dec, FastDecoder) and len(active) <= 0.75 * len(rows):
+            if isinstance(dec, FastDecoder) and dec.compacts and len(active) <= 0.75 * len(rows):
                 keep = torch.tensor(active, dtype=torch.long)
                 dec.keep(keep.to(device))
                 rows, tokens = rows[keep], tokens[keep.to(device)]
