@@ -30,10 +30,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(threads: int, max_batch: int) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as s:  # a free port: others on this machine may hold the default 8000
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     exe = os.path.join(os.path.dirname(sys.executable), "anemone")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen([exe, "export", "serve", "--json", "--threads", str(threads), "--max-batch-size",
-                             str(max_batch)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen([exe, "export", "serve", "--json", "--port", str(port), "--threads", str(threads),
+                             "--max-batch-size", str(max_batch)], stdout=subprocess.PIPE, env=env, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line:
         proc.kill()
