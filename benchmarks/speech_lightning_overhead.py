@@ -12,6 +12,7 @@ loading, Trainer set-up and logging included) and Lightning / plain as a ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -92,7 +93,7 @@ def main() -> None:
             light.append(run_lightning(utts, tok, tmp))
     p, lt = statistics.median(plain), statistics.median(light)
     print(f"\n{args.utterances} utterances, {audio_s:.0f} s of audio per epoch, batch 16, 1 torch thread, "
-          f"median of {args.repeats} alternating runs")
+          f"median of {args.repeats} alternating runs, load average {os.getloadavg()[0]:.2f}")
     print(f"{'loop':<12}{'CPU s':>10}{'audio s/s':>12}{'vs plain':>10}")
     print(f"{'plain torch':<12}{p:>10.2f}{audio_s / p:>12.1f}{1.0:>10.3f}")
     print(f"{'Lightning':<12}{lt:>10.2f}{audio_s / lt:>12.1f}{p / lt:>10.3f}")

@@ -80,6 +80,7 @@ def _train(args: argparse.Namespace) -> int:
         print_table("anemone speech train", ["metric", "value"], [
             ["model", results["model_dir"]], ["best validation WER", results["best_val_wer"]],
             ["test WER", test.get("wer", "-")], ["test CER", test.get("cer", "-")],
+            ["test WER, lexicon beam", results.get("test_lexicon", {}).get("wer", "-")],
             ["train seconds", results["train_seconds"]], ["epochs", results["epochs"]]])
     return 0
 

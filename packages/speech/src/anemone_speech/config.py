@@ -139,6 +139,9 @@ class TrainerConfig(AnemoneConfig):
     """torch CPU threads (on a shared, loaded machine 1 thread was ~8x faster than 2 here)."""
     beam_size: int = Field(1, ge=1)
     """CTC decoding for the final test: 1 greedy, >1 prefix beam search."""
+    lexicon_beam_size: int = Field(8, ge=0)
+    """Character models: also score the test split with a beam of this size that spells only words of the
+    training transcripts (closed-vocabulary decoding, reported as `test_lexicon`); 0: off."""
 
 
 class SpeechTrainConfig(AnemoneConfig):

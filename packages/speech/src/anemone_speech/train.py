@@ -160,5 +160,11 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
             scored = transcribe_utterances(saved, tok, splits["test"], cfg.data.batch_size, cfg.trainer.beam_size,
                                            cfg.data.sample_rate)
             results["test"] = scored["summary"]
+            if cfg.trainer.lexicon_beam_size > 1 and tok.kind == "char":
+                words = sorted({w for u in splits["train"] for w in normalize_text(u.text).split()})
+                scored = transcribe_utterances(saved, tok, splits["test"], cfg.data.batch_size,
+                                               cfg.trainer.lexicon_beam_size, cfg.data.sample_rate, lexicon=words)
+                results["test_lexicon"] = {**scored["summary"], "beam_size": cfg.trainer.lexicon_beam_size,
+                                           "lexicon_words": len(words)}
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
     return results
