@@ -2,8 +2,8 @@
 
 The GPTModel is built on the meta device: it gives the checkpoint keys, global offsets and shapes (its
 `sharded_state_dict()`, exactly what `import` saved through) without storage. Its parameters are then loaded
-from the checkpoint a group of table rows at a time (megatron-core `dist_checkpointing.load` of that part of
-the sharded state dict; it reshards from any saved TP/PP/EP), turned into HF tensors by the table and handed
+from the checkpoint a group of checkpoint keys at a time (megatron-core `dist_checkpointing.load` of that part
+of the sharded state dict; it reshards from any saved TP/PP/EP), turned into HF tensors by the table and handed
 to the writer, which knows every name and shape in advance (`hf_writer.PlannedShardWriter`) and keeps none.
 Memory: one group of Megatron tensors (`chunk_bytes`, or one checkpoint key if larger: see `groups`) plus
 one HF tensor being converted, whatever the shard size.
@@ -26,7 +26,8 @@ CHUNK_BYTES = 128 * 1024**2
 
 
 class CheckpointStream:
-    """The HF tensors of a Megatron checkpoint, in table order, loaded group by group (one process)."""
+    """The HF tensors of a Megatron checkpoint, loaded group by group (one process); `plan()` gives their
+    names, shapes and dtypes in the order iteration yields them."""
 
     def __init__(self, bridge: Any, folder: str | Path, out_dtype: torch.dtype | None = None,
                  chunk_bytes: int = CHUNK_BYTES) -> None:
