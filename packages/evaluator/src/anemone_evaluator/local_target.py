@@ -265,7 +265,8 @@ class LocalTarget:
         encoded, checks = [], []
         for r in reqs:
             budget = self.max_length - r.max_tokens  # lm-eval's left truncation, leaving room to generate
-            encoded.append(self.encode(self.render(r.prompt, r.chat, r.system))[-budget:])
+            ids = self.encode(self.render(r.prompt, r.chat, r.system))[-budget:]
+            encoded.append(ids or [self.prefix_id])  # an empty prompt starts from BOS, as scoring does
             checks.append(self._stop_check(tuple(s for s in r.until if s)))
         tokens = greedy_decode(self.model, encoded, [r.max_tokens for r in reqs],
                                lambda i, toks: checks[i](toks), self._eos_ids, max_rows=self.batch_size)
