@@ -160,3 +160,29 @@ def test_vllm_backend_answers(tiny_dir):
     with ServerThread(engine, cfg) as url:
         r = httpx.post(f"{url}/v1/completions", json={"prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=120)
         assert r.status_code == 200
+
+
+def test_completion_lists_an_eos_logprob(tiny_dir, tiny_source):
+    """echo + max_tokens=1 (how lm-eval scores through an endpoint): when the greedy token ends the sequence it is
+    not shown, but it is the last logprob entry, so dropping that entry leaves exactly the prompt's tokens."""
+    text = "Paris is the capital of"
+    ids = tiny_source.tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_source.model(torch.tensor([ids])).logits[0, -1], -1)
+    greedy = int(logp.argmax())
+    cfg = ServeConfig(model=str(tiny_dir))
+    engine = build_engine(cfg)
+    engine.eos = {greedy}  # make the model's greedy next token its end-of-sequence token
+    with ServerThread(engine, cfg) as url:
+        r = httpx.post(f"{url}/v1/completions", json={"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1,
+                                                      "temperature": 0}, timeout=60).json()
+        chat = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "logprobs": True}).json()
+    choice = r["choices"][0]
+    assert choice["finish_reason"] == "stop" and choice["text"] == text and r["usage"]["completion_tokens"] == 0
+    lp = choice["logprobs"]
+    assert len(lp["token_logprobs"]) == len(ids) + 1
+    assert lp["token_logprobs"][-1] == pytest.approx(logp[greedy].item(), abs=1e-4)
+    assert lp["text_offset"][-1] == len(text)
+    # chat lists only the tokens it shows and counts (an EOS ends the answer without an entry)
+    assert len(chat["choices"][0]["logprobs"]["content"]) == chat["usage"]["completion_tokens"]

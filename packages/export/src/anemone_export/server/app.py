@@ -120,7 +120,8 @@ class Server:
         prompts = body.prompts()
         encoded = [self.encode(p) for p in prompts]
         reqs = [GenRequest(ids, self.budget(len(ids), body.max_tokens, 16), body.temperature, body.top_p, body.stops(),
-                           body.logprobs, body.echo and body.logprobs is not None, body.seed) for ids in encoded]
+                           body.logprobs, body.echo and body.logprobs is not None, body.seed, eos_logprob=True)
+                for ids in encoded]
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
             return _sse(self._stream_completions(reqs, rid, created))

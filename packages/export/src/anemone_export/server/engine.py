@@ -58,6 +58,7 @@ class GenRequest:
     seed: int | None = None
     sink: Callable[[Delta | Finished], None] = lambda ev: None
     cancelled: bool = False
+    eos_logprob: bool = False  # list an end-of-sequence token among the logprobs (completions, as vLLM does)
 
 
 class Engine(Protocol):
@@ -133,7 +134,11 @@ class _Row:
         """Add one token; emit a Delta; return the finish reason or None."""
         reason = None
         if tok in self.eos:
-            reason, info = "stop", None  # the end-of-sequence token is neither shown nor counted
+            # The end-of-sequence token is neither shown nor counted. /v1/completions still lists its logprob, as
+            # vLLM does: clients that score `echo` + `max_tokens=1` (lm-eval) drop the last entry as the generated
+            # token, and would drop the answer's last token instead if an EOS were left out.
+            reason = "stop"
+            info = info if self.req.eos_logprob else None
         else:
             self.ids.append(tok)
             self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
