@@ -8,7 +8,7 @@ process's. Two reference rows show the fixed cost of a fresh process: `import to
 plus megatron-core's model classes (what every conversion needs before touching a weight).
 SmolLM2 has 9 heads / 3 KV heads, so TP=2 is impossible: the multi-rank rows use TP=3.
 
-    uv run python benchmarks/bridge_convert.py [--tp 3] [--rounds 2] [--bytecode-cache DIR]
+    uv run python benchmarks/bridge_convert.py [--tp 3] [--rounds 2] [--bytecode-cache DIR] [--model HF_DIR]
 
 `--bytecode-cache DIR` lets every process (floor included) cache compiled bytecode in DIR
 (PYTHONPYCACHEPREFIX), warmed by one untimed round: an ordinary install has .pyc files, while a host with
@@ -99,10 +99,14 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=3, help="the multi-rank TP size (must divide 9 and 3); 0: skip")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
     parser.add_argument("--bytecode-cache", default=None, help="PYTHONPYCACHEPREFIX for every process (warmed)")
+    parser.add_argument("--model", default=None, help="HF folder with one model.safetensors (default: the embedded "
+                        "SmolLM2-135M); e.g. a larger random model to see the fixed start-up cost amortized")
     args = parser.parse_args()
     from anemone_core.models import default_model_dir
 
-    src = default_model_dir()
+    src = Path(args.model).absolute() if args.model else default_model_dir()
+    if not (src / "model.safetensors").is_file():
+        raise SystemExit(f"--model {args.model!r}: needs a single model.safetensors in the folder")
     model_mib = (src / "model.safetensors").stat().st_size / 2**20
     env = job_env(args.bytecode_cache)
     tps = [1] + ([args.tp] if args.tp else [])
