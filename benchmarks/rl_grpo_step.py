@@ -7,7 +7,8 @@ tokens, temperature 1, token-level loss, clip 0.2 / 0.28, k3 KL with beta 0.01 t
 one optimizer step per generation batch, the math verifier as reward. The first step is a warm-up for both
 and is left out; the table gives the median of the remaining steps, in wall seconds and in CPU seconds of the
 process (everything runs in it: our in-process workers, TRL's trainer), which other jobs on a shared machine
-distort far less. `--rounds 2` runs ours, TRL, ours, TRL, pooling the steps of each side.
+distort far less (with `--ray` our workers are other processes: the CPU column then counts only the driver).
+`--rounds 2` runs ours, TRL, ours, TRL, pooling the steps of each side.
 """
 
 from __future__ import annotations
