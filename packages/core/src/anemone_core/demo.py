@@ -123,7 +123,9 @@ def step_grpo(ctx: Ctx) -> StepResult:
     start = ctx.models.get("sft") or ctx.models["base"]
     steps = "4" if ctx.quick else "10"
     gpu = ["ray.device=cuda"] if ctx.device == "cuda" else []
-    data = anemone(ctx, "grpo", "rl", "grpo", f"model.path={start}", f"run.out={out}", f"grpo.steps={steps}", *gpu)
+    # run.overwrite: a fresh GRPO run from this SFT model (an existing run folder would otherwise be resumed)
+    data = anemone(ctx, "grpo", "rl", "grpo", f"model.path={start}", f"run.out={out}", f"grpo.steps={steps}",
+                   "run.overwrite=true", *gpu)
     model = out / "model"
     if not (model / "config.json").is_file():
         raise AnemoneError(f"the GRPO step wrote no model at {model}")
