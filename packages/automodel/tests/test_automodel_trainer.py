@@ -109,6 +109,7 @@ def test_row_without_messages_names_the_row(tiny_dir, tmp_path, train_fn):
     data.write_text(json.dumps(good) + "\n" + json.dumps({"text": "no messages here"}) + "\n")
     with pytest.raises(AnemoneError, match=r"data row 1 has no 'messages'"):
         train_fn(tiny_dir, tmp_path / "run", f"data.path={data}")
+    assert not any((tmp_path / "run").iterdir())  # nothing written: the same command runs again once fixed
 
 
 def test_model_without_tp_plan_is_a_clear_error():

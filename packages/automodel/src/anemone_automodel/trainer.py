@@ -87,8 +87,6 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
     dims = ParallelDims(dp=cfg.parallel.dp, tp=cfg.parallel.tp).resolve(info.world_size)
     device = info.device
     run_dir = build_run_dir(cfg, info.rank)
-    if info.is_main:
-        write_run_config(run_dir, cfg)
 
     # Model: build, check against the layout, shard (TP first, then FSDP over dp).
     model, tokenizer, model_dir = build_model(cfg, device)
@@ -111,6 +109,8 @@ def train(cfg: AutoModelConfig, keep_model: bool = False) -> dict[str, Any]:
     plan = BatchPlan(examples, micro_batch_size=cfg.train.micro_batch_size, grad_accum=cfg.train.grad_accum,
                      dp_size=dims.dp, dp_rank=dp_rank, seed=cfg.train.seed, shuffle=cfg.data.shuffle,
                      pack=cfg.data.pack, seq_len=cfg.data.seq_len, pad_id=tokenizer.pad_token_id)
+    if info.is_main:  # after the model and data are built: a run that fails there leaves no config behind
+        write_run_config(run_dir, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     o = cfg.optim
     optimizer = build_optimizer(params, o.lr, o.weight_decay, o.betas, o.eps)
