@@ -120,6 +120,50 @@ def test_concurrent_requests_are_batched_and_equal_to_single(tiny_source):
         single.close()
 
 
+def test_requests_join_a_running_batch_and_decode_as_alone(tiny_source):
+    """Continuous batching: requests arriving while a long one decodes are prefilled, merged into its batch (a
+    longer prompt pads the running cache, a shorter one pads itself) and finish first, each with the text it
+    decodes alone."""
+    from anemone_export.server.engine import BatchingEngine, Finished, torch_step
+
+    step, layout = torch_step(tiny_source.model)
+    tok = tiny_source.tokenizer
+    long_prompt = "Hello, world! Large language models are trained on a great deal of text, and then"
+    asks = [("Hi", 40), (long_prompt, 10), ("7", 6)]
+
+    async def run(engine, staggered):
+        finished: list[str] = []
+
+        async def one(p, n, started=None):
+            text = ""
+            async for ev in engine.generate(GenRequest(tok(p)["input_ids"], n, temperature=0.0)):
+                if started is not None and not started.is_set():
+                    started.set()
+                if isinstance(ev, Finished):
+                    text = ev.text
+            finished.append(p)
+            return text
+
+        started = asyncio.Event()
+        first = asyncio.create_task(one(*asks[0], started))
+        if staggered:
+            await started.wait()  # the first request is decoding before the others arrive
+        rest = await asyncio.gather(*(one(p, n) for p, n in asks[1:]))
+        return [await first, *rest], finished
+
+    cont = BatchingEngine("c", step, layout, tok, max_model_len=256, eos_ids=set(), max_batch_size=8, batch_wait_ms=0)
+    single = BatchingEngine("s", step, layout, tok, max_model_len=256, eos_ids=set(), max_batch_size=1)
+    try:
+        texts, order = asyncio.run(run(cont, staggered=True))
+        alone, _ = asyncio.run(run(single, staggered=False))
+        assert texts == alone
+        assert order[-1] == "Hi"  # the 40-token request finished last: the others decoded beside it
+        assert cont.metrics.batch.count == 2  # two prefills: the first request, then the two that joined
+    finally:
+        cont.close()
+        single.close()
+
+
 def test_stop_strings_and_seeded_sampling(tiny_server):
     url, engine = tiny_server
     client = _client(url)

@@ -1,2 +1,2 @@
-"""The OpenAI-compatible server: engines (torch with dynamic batching, ONNX Runtime, vLLM), the FastAPI app,
+"""The OpenAI-compatible server: engines (torch with continuous batching, ONNX Runtime, vLLM), the FastAPI app,
 Prometheus metrics, and Ray Serve replicas."""

@@ -1,4 +1,4 @@
-"""Build an engine from a ServeConfig: torch eager or ONNX Runtime (both with dynamic batching), or vLLM (GPU)."""
+"""Build an engine from a ServeConfig: torch eager or ONNX Runtime (both with continuous batching), or vLLM (GPU)."""
 
 from __future__ import annotations
 

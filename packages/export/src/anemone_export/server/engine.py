@@ -1,6 +1,6 @@
 """Generation engines behind one interface. `BatchingEngine` runs any KV-step function (torch eager or ONNX
-Runtime) in a worker thread with dynamic batching: requests that arrive within `batch_wait_ms` of each other are
-left-padded into one batch, prefilled together and decoded together; finished rows leave the batch at once.
+Runtime) in a worker thread with continuous batching: waiting requests are left-padded, prefilled together and
+merged into the running batch between two decode steps; finished rows leave the batch at once.
 
     engine.generate(GenRequest) -> async iterator of Delta ... then one Finished
 """
@@ -172,7 +172,7 @@ def sample(logits: torch.Tensor, row: _Row) -> int:
 
 
 class BatchingEngine:
-    """Dynamic batching over a KV-step function: `step(ids, mask, pos, *cache, all_logits) -> (logits, *cache)`."""
+    """Continuous batching over a KV-step function: `step(ids, mask, pos, *cache, all_logits) -> (logits, *cache)`."""
 
     def __init__(self, name: str, step: Callable[..., tuple], layout: KVLayout, tokenizer, *, max_model_len: int,
                  eos_ids: set[int], max_batch_size: int = 16, batch_wait_ms: float = 10.0, threads: int | None = None,
@@ -214,28 +214,48 @@ class BatchingEngine:
 
     # -- the worker thread ----------------------------------------------------------------------------------
     def _loop(self) -> None:
+        """Continuous batching: between two decode steps, waiting requests are prefilled and join the running
+        batch (up to `max_batch_size` rows); finished rows leave at once. An idle engine waits `batch_wait_ms`
+        after the first request so that a burst is prefilled together."""
         if self.threads:
             torch.set_num_threads(self.threads)
-        while True:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch, deadline = [first], time.monotonic() + self.batch_wait_s
-            while len(batch) < self.max_batch_size:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
+        batch = _Batch()
+        stopping = False
+        while not (stopping and not batch.slots):
+            new: list[GenRequest] = []
+            if not batch.slots and not stopping:
+                first = self._queue.get()
+                if first is None:
                     break
-                if nxt is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(nxt)
+                new, deadline = [first], time.monotonic() + self.batch_wait_s
+                stopping = self._collect(new, deadline)
+            elif not stopping:
+                stopping = self._collect(new, None, room=self.max_batch_size - len(batch.slots))
             try:
-                self.run_batch([r for r in batch if not r.cancelled])
-            except Exception as exc:  # answer every request of the batch; the engine stays up for the next
-                for r in batch:
-                    r.sink(Finished("error", "", len(r.prompt_ids), 0, error=f"{type(exc).__name__}: {exc}"))
+                if new := [r for r in new if not r.cancelled]:
+                    self._admit(batch, new)
+                if batch.slots:
+                    self._decode_step(batch)
+            except Exception as exc:  # answer every request in flight; the engine stays up for the next
+                err = f"{type(exc).__name__}: {exc}"
+                for r in [s.row.req for s in batch.slots] + [r for r in new if all(r is not s.row.req for s in batch.slots)]:
+                    r.sink(Finished("error", "", len(r.prompt_ids), 0, error=err))
+                batch = _Batch()
         self._alive = False
+
+    def _collect(self, into: list[GenRequest], deadline: float | None, room: int | None = None) -> bool:
+        """Move waiting requests into `into` (until the deadline, or only those already queued); True on stop."""
+        limit = self.max_batch_size if room is None else room
+        while len(into) < limit:
+            try:
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if deadline is not None \
+                    else self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if nxt is None:
+                return True
+            into.append(nxt)
+        return False
 
     def _info(self, logprobs: torch.Tensor, tok: int, k: int) -> TokenInfo:
         top = []
@@ -253,9 +273,8 @@ class BatchingEngine:
         return out
 
     @torch.no_grad()
-    def run_batch(self, reqs: list[GenRequest]) -> None:
-        if not reqs:
-            return
+    def _admit(self, batch: _Batch, reqs: list[GenRequest]) -> None:
+        """Prefill new requests together (left-padded) and merge their rows into the running batch."""
         lens = [len(r.prompt_ids) for r in reqs]
         width = max(lens)
         ids = torch.zeros(len(reqs), width, dtype=torch.long)
@@ -267,47 +286,112 @@ class BatchingEngine:
         all_logits = any(r.echo_logprobs for r in reqs)
         logits, *cache = self.step(ids, mask, positions_from_mask(mask, width), *self.layout.empty(len(reqs)),
                                    all_logits=all_logits)  # (B, T or 1, V)
-        rows = [_Row(r, self.tokenizer, self.eos) for r in reqs]
-        prompt_lp = [self._prompt_logprobs(logits[b, width - lens[b]:], r.prompt_ids, r.logprobs or 0)
-                     if r.echo_logprobs else None for b, r in enumerate(reqs)]
-        last = logits[:, -1]  # (B, V)
-        active = list(range(len(reqs)))
-        reasons: dict[int, str] = {b: "length" for b, r in enumerate(reqs) if r.max_tokens == 0}
-        n_tokens = 0
-        while True:
-            keep, nxt = [], []
-            for j, b in enumerate(active):
-                if b in reasons:
-                    continue
-                row = rows[b]
-                if row.req.cancelled:
-                    reasons[b] = "cancelled"
-                    continue
-                tok = sample(last[j], row)
-                info = None
-                if row.req.logprobs is not None:
-                    info = self._info(torch.log_softmax(last[j].float(), -1), tok, row.req.logprobs)
-                left = self.max_model_len - lens[b] - len(row.ids) - 1
-                reason = row.push(tok, info, left)
-                n_tokens += 1
-                if reason:
-                    reasons[b] = reason
-                else:
-                    keep.append(j)
-                    nxt.append(tok)
-            if not keep:
-                break
+        slots, keep = [], []
+        for b, r in enumerate(reqs):
+            lp = self._prompt_logprobs(logits[b, width - lens[b]:], r.prompt_ids, r.logprobs or 0) \
+                if r.echo_logprobs else None
+            slot = _Slot(_Row(r, self.tokenizer, self.eos), lens[b], lp)
+            if r.max_tokens == 0:  # scoring only: answered after the prefill
+                slot.finish("length")
+            else:
+                slots.append(slot)
+                keep.append(b)
+        if keep:
             sel = torch.tensor(keep)
-            active = [active[j] for j in keep]
-            cache = [c.index_select(0, sel) for c in cache]
-            mask = torch.cat([mask.index_select(0, sel), torch.ones(len(keep), 1, dtype=torch.long)], 1)
-            logits, *cache = self.step(torch.tensor(nxt)[:, None], mask, positions_from_mask(mask, 1), *cache,
+            batch.merge(slots, [c.index_select(0, sel) for c in cache], mask.index_select(0, sel),
+                        logits[:, -1].index_select(0, sel))
+
+    @torch.no_grad()
+    def _decode_step(self, batch: _Batch) -> None:
+        """Sample one token for every running row from its pending logits, retire finished rows, run the model."""
+        keep, nxt, sampled = [], [], 0
+        for j, slot in enumerate(batch.slots):
+            row = slot.row
+            if row.req.cancelled:
+                slot.finish("cancelled")
+                continue
+            tok = sample(batch.last[j], row)
+            info = None
+            if row.req.logprobs is not None:
+                info = self._info(torch.log_softmax(batch.last[j].float(), -1), tok, row.req.logprobs)
+            left = self.max_model_len - slot.prompt_len - len(row.ids) - 1
+            reason = row.push(tok, info, left)
+            sampled += 1
+            if reason:
+                slot.finish(reason)
+            else:
+                keep.append(j)
+                nxt.append(tok)
+        self.metrics.tokens(sampled)
+        batch.keep(keep)
+        if batch.slots:
+            mask = torch.cat([batch.mask, torch.ones(len(keep), 1, dtype=torch.long)], 1)
+            logits, *cache = self.step(torch.tensor(nxt)[:, None], mask, positions_from_mask(mask, 1), *batch.cache,
                                        all_logits=False)
-            last = logits[:, -1]
-        self.metrics.tokens(n_tokens)
-        for b, row in enumerate(rows):
-            n_out = len(row.ids)
-            row.req.sink(Finished(reasons.get(b, "stop"), row.text, lens[b], n_out, prompt_lp[b]))
+            batch.cache, batch.mask, batch.last = cache, mask, logits[:, -1]
+
+
+@dataclass
+class _Slot:
+    """A running request: its decoding state, prompt length and (echo) prompt logprobs."""
+
+    row: _Row
+    prompt_len: int
+    prompt_lp: list[TokenInfo] | None
+
+    def finish(self, reason: str) -> None:
+        r = self.row
+        r.req.sink(Finished(reason, r.text, self.prompt_len, len(r.ids), self.prompt_lp))
+
+
+class _Batch:
+    """The running rows with their KV cache (B, kv_heads, T, head_dim) per tensor, left-padded mask (B, T) and
+    pending last-position logits (B, V). Padding stays on the left, so positions come from the mask."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.slots: list[_Slot] = []
+        self.cache: list[torch.Tensor] = []
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.last = torch.zeros(0, 0)
+
+    def merge(self, slots: list[_Slot], cache: list[torch.Tensor], mask: torch.Tensor, last: torch.Tensor) -> None:
+        if not self.slots:
+            self.slots, self.cache, self.mask, self.last = slots, cache, mask, last
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        self.cache = [torch.cat([_left_pad(a, width, 2), _left_pad(b, width, 2)]) for a, b in zip(self.cache, cache,
+                                                                                                strict=True)]
+        self.mask = torch.cat([_left_pad(self.mask, width, 1), _left_pad(mask, width, 1)])
+        self.last = torch.cat([self.last, last])
+        self.slots = self.slots + slots
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep these rows; drop columns that are padding in every remaining row."""
+        if len(rows) == len(self.slots):
+            return
+        self.slots = [self.slots[j] for j in rows]
+        if not rows:
+            self.clear()
+            return
+        sel = torch.tensor(rows)
+        mask = self.mask.index_select(0, sel)
+        start = int(mask.any(0).long().argmax())  # first column any remaining row attends to
+        self.mask = mask[:, start:]
+        self.cache = [c.index_select(0, sel)[:, :, start:] for c in self.cache]
+        self.last = self.last.index_select(0, sel)
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zeros on the left of `dim` up to `width` columns."""
+    extra = width - t.shape[dim]
+    if extra == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = extra
+    return torch.cat([t.new_zeros(shape), t], dim)
 
 
 def torch_step(model: torch.nn.Module) -> tuple[Callable[..., tuple], KVLayout]:
