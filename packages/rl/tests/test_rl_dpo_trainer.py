@@ -99,3 +99,53 @@ def test_sft_runs_and_reports_accuracy(tiny_dir, tmp_path):
                                         "sft.steps=2", "data.eval_prompts=4", "data.eval_max_new_tokens=4"])
     s = train_sft(cfg)
     assert 0.0 <= s["eval_accuracy_end"] <= 1.0 and s["last"]["loss"] > 0
+
+
+def test_arithmetic_pairs_per_question_reject_distinct_nearby_answers():
+    from anemone_rl.dpo_trainer import load_preference_rows
+
+    one = load_preference_rows("arithmetic:train", "data.train", seed=0)
+    six = load_preference_rows("arithmetic:train", "data.train", seed=0, per_question=6)
+    assert len(six) == 6 * len(one) == 12000
+    first = six[:6]
+    assert {p["chosen"] for p in first} == {one[0]["chosen"]}
+    assert sorted(int(p["rejected"]) - int(p["chosen"]) for p in first) == [-10, -2, -1, 1, 2, 10]
+    # the held-out pairs (one per question, seed + 1) are built exactly as before
+    import random
+
+    from anemone_rl.data import load_rows
+    from anemone_rl.data.arithmetic import OFFSETS
+
+    rng = random.Random(1)
+    expected = [{"prompt": r["prompt"], "chosen": r["answer"], "rejected": str(int(r["answer"]) + rng.choice(OFFSETS))}
+                for r in load_rows("arithmetic:test")]
+    assert load_preference_rows("arithmetic:test", "data.eval", seed=1) == expected
+    with pytest.raises(ConfigError, match="pairs_per_question = 3 builds pairs from the built-in"):
+        load_config(DPOConfig, None, ["data.pairs_per_question=3", "data.train=pairs.jsonl"])
+
+
+def test_verifier_pairs_reject_own_wrong_answers():
+    from anemone_rl.data.onpolicy import verifier_pairs
+
+    rows = [{"prompt": "2+2?", "answer": "4"}, {"prompt": "3+3?", "answer": "6"}, {"prompt": "1+1?", "answer": "2"}]
+    samples = [[" 4", "5", "5", "3", ""], ["7", "8"], ["2", "2"]]
+    rewards = [[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0], [1.0, 1.0]]
+    pairs = verifier_pairs(rows, samples, rewards, max_per_question=4)
+    # distinct non-empty wrong answers; chosen = a sampled right answer, else the reference answer; none when all right
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("2+2?", "4", "5"), ("2+2?", "4", "3"), ("3+3?", "6", "7"), ("3+3?", "6", "8")]
+    assert len(verifier_pairs(rows, samples, rewards, max_per_question=1)) == 2
+    from anemone_core.errors import AnemoneError
+
+    with pytest.raises(AnemoneError, match="one list of samples"):
+        verifier_pairs(rows, samples[:2], rewards, max_per_question=1)
+
+
+@pytest.mark.slow
+def test_onpolicy_build_writes_pairs_dpo_can_train_on(tiny_dir, tmp_path):
+    from anemone_rl.data.onpolicy import build
+
+    s = build(str(tiny_dir), str(tmp_path / "p.jsonl"), questions=4, samples=4, max_new_tokens=4)
+    assert s["questions"] == 4 and s["samples"] == 16
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == s["pairs"] and all(r["chosen"] != r["rejected"] for r in rows)

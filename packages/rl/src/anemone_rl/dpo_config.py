@@ -47,6 +47,17 @@ class DPODataConfig(AnemoneConfig):
     """How many held-out pairs to evaluate (the first N)."""
     eval_every: int = Field(0, ge=0)
     """Evaluate every N steps (0 = only before and after training)."""
+    pairs_per_question: int = Field(1, ge=1, le=6)
+    """Training pairs per question of the built-in arithmetic task, each rejecting a different nearby wrong
+    answer (+-1, +-2, +-10); the held-out pairs stay one per question."""
+
+    @model_validator(mode="after")
+    def _builtin_only(self) -> DPODataConfig:
+        if self.pairs_per_question > 1 and self.train.split(":")[0] != "arithmetic":
+            raise ValueError(f"pairs_per_question = {self.pairs_per_question} builds pairs from the built-in "
+                             f"arithmetic task, but train = {self.train!r} is a file of ready pairs: set "
+                             f"data.pairs_per_question=1 or data.train=arithmetic:train")
+        return self
 
 
 class DPOConfig(AnemoneConfig):

@@ -16,7 +16,7 @@ from anemone_core.metrics import MetricsLogger, progress, write_run_config
 from anemone_rl import run_dir
 from anemone_rl.algorithms import dpo_loss, sequence_logprobs, shifted_token_logprobs
 from anemone_rl.data import load_rows, normalize_preference
-from anemone_rl.data.arithmetic import preference_pair
+from anemone_rl.data.arithmetic import preference_pairs
 from anemone_rl.data.lazy import LazyMap
 from anemone_rl.data.order import step_indices
 from anemone_rl.dpo_config import DPOConfig
@@ -24,11 +24,12 @@ from anemone_rl.local_state import LocalState
 from anemone_rl.policy import load_policy
 
 
-def load_preference_rows(source: str, field: str, seed: int = 0) -> list[dict[str, Any]]:
-    """Preference rows; the built-in arithmetic task is turned into pairs (a nearby wrong answer rejected)."""
+def load_preference_rows(source: str, field: str, seed: int = 0, per_question: int = 1) -> list[dict[str, Any]]:
+    """Preference rows; the built-in arithmetic task is turned into pairs (`per_question` nearby wrong answers
+    rejected, each in its own pair)."""
     if source.split(":")[0] == "arithmetic":
         rng = random.Random(seed)
-        return [preference_pair(r, rng) for r in load_rows(source, field=field)]
+        return [p for r in load_rows(source, field=field) for p in preference_pairs(r, rng, per_question)]
     return load_rows(source, field=field)
 
 
@@ -125,7 +126,7 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
     model, tokenizer = load_policy(str(ckpt / "model") if ckpt else cfg.model.path, cfg.model.dtype)
     reference, _ = load_policy(cfg.model.path, cfg.model.dtype, train=False)
     pad_id = int(tokenizer.pad_token_id)
-    pairs = LazyMap(load_preference_rows(cfg.data.train, "data.train", cfg.run.seed),
+    pairs = LazyMap(load_preference_rows(cfg.data.train, "data.train", cfg.run.seed, cfg.data.pairs_per_question),
                     pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.train"))
     eval_pairs: list[tuple[dict, dict]] = []
     if cfg.data.eval:

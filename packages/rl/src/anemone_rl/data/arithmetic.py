@@ -51,11 +51,27 @@ def sft_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     return [*row["prompt"], {"role": "assistant", "content": row["answer"]}]
 
 
+OFFSETS = (-10, -2, -1, 1, 2, 10)
+"""How far a rejected answer is from the right one: a wrong last digit (+-1, +-2) or tens digit (+-10)."""
+
+
 def preference_pair(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """A DPO pair: the right answer is chosen, a nearby wrong one rejected."""
     ans = int(row["answer"])
-    wrong = ans + rng.choice([-10, -2, -1, 1, 2, 10])
+    wrong = ans + rng.choice(OFFSETS)
     return {"prompt": row["prompt"], "chosen": str(ans), "rejected": str(wrong)}
+
+
+def preference_pairs(row: dict[str, Any], rng: random.Random, per_question: int = 1) -> list[dict[str, Any]]:
+    """`per_question` pairs for one row, each with a different nearby wrong answer (distinct offsets); 1 gives
+    exactly `preference_pair`'s pair (the same draw from `rng`)."""
+    if not 1 <= per_question <= len(OFFSETS):
+        raise ValueError(f"per_question = {per_question}: choose 1..{len(OFFSETS)} (one pair per offset in {OFFSETS})")
+    if per_question == 1:
+        return [preference_pair(row, rng)]
+    ans = int(row["answer"])
+    return [{"prompt": row["prompt"], "chosen": str(ans), "rejected": str(ans + d)}
+            for d in rng.sample(OFFSETS, per_question)]
 
 
 def write_files(folder) -> None:
