@@ -90,8 +90,9 @@ class CheckpointStream:
         return shape.numel() * torch.empty((), dtype=dtype).element_size()
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
-        from anemone_bridge.megatron_ckpt import load_sharded
+        from anemone_bridge.dist_reader import DistCheckpointReader, read_sharded
 
+        reader = DistCheckpointReader(self.folder)
         for group in self.groups():
             request = {}
             for name, _ in group:
@@ -99,8 +100,30 @@ class CheckpointStream:
                 shape, dtype = self._shape(name)
                 # fresh CPU storage where the meta model had none; the checkpoint is read into it
                 request[local] = dataclasses.replace(sh, data=torch.empty(shape, dtype=dtype))
-            state = load_sharded(request, self.folder)
+            state = read_sharded(reader, request, merge=False)
             for name, row in group:
-                for hf, t in zip(row.hf, row.to_hf([state.pop(self.sharded[name][0])], self.geo), strict=True):
+                local, sh = self.sharded[name]
+                value = state.pop(local)
+                if isinstance(value, list):  # a factory's parts, not merged yet
+                    hf_tensors = value if self._gate_up_halves(row, sh) else row.to_hf([sh.merge_fn(value)], self.geo)
+                else:
+                    hf_tensors = row.to_hf([value], self.geo)
+                for hf, t in zip(row.hf, hf_tensors, strict=True):
                     yield hf, (t if self.out_dtype is None else t.to(self.out_dtype))
             del state, request
+
+    def _gate_up_halves(self, row: Any, sh: Any) -> bool:
+        """Whether a factory's two parts are the gate and up halves of a `gated` row: megatron-core stores its
+        gated MLP weight [gate; up] as two chunks (rows [0, f) and [f, 2f) of the parameter, whose `merge_fn`
+        concatenates them), and the table's `to_hf` of [gate; up] in one process is (gate, up). Yielding the
+        parts skips the concatenation and the split (one copy of every gated weight: 0.8 s CPU of a 4.2 s
+        export of a 1.4 GB model here). Checked on the factory's meta-device parts, not assumed."""
+        if row.kind != "gated":
+            return False
+        parts = sh.build()
+        if len(parts) != 2:
+            return False
+        w, v = parts
+        p = w.prepend_axis_num
+        return (w.local_shape == v.local_shape and w.global_offset[p] == 0 and v.global_offset[p] == w.local_shape[0]
+                and w.global_offset[:p] == v.global_offset[:p] and w.key == v.key)

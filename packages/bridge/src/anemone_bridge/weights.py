@@ -135,7 +135,7 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
         if tuple(shard.shape) != tuple(param.shape):
             raise AnemoneError(f"HF tensor(s) {list(row.hf)} give shape {tuple(shard.shape)} for Megatron "
                                f"'{name}', which expects {tuple(param.shape)}: config.json does not match the weights")
-        param.data.copy_(shard.to(param.dtype))
+        _fill(param, shard)
         used.update(row.hf)
     reader.close()
     if missing_hf:
@@ -149,6 +149,22 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
                            f"{_names(unused)}; a silent partial conversion is refused. Pass --allow-missing GLOB "
                            "to accept dropping them")
     return {"loaded": len(params), "hf_tensors": len(reader.where)}
+
+
+def _fill(param: torch.Tensor, shard: torch.Tensor) -> None:
+    """Make `param` hold `shard`'s values, without a copy where possible.
+
+    A shard that is contiguous and owns exactly its storage (a whole safetensors tensor, mapped from the file
+    copy-on-write, or a tensor the table just built) becomes the parameter's data: the untouched allocation is
+    dropped and nothing is copied (a copy of the model was 5 s of a 13 s import of a 1.4 GB model here).
+    torch DCP saves such a tensor as is; a view into a larger storage (a TP chunk) it would clone, so those
+    are copied into the parameter as before."""
+    shard = shard.to(param.dtype)
+    owns_storage = shard.storage_offset() == 0 and shard.untyped_storage().nbytes() == shard.nbytes
+    if shard.device == param.device and shard.is_contiguous() and owns_storage:
+        param.data = shard
+    else:
+        param.data.copy_(shard)
 
 
 @torch.no_grad()
