@@ -8,6 +8,10 @@ process's. Two reference rows show the fixed cost of a fresh process: `import to
 plus megatron-core's model classes (what every conversion needs before touching a weight).
 SmolLM2 has 9 heads / 3 KV heads, so TP=2 is impossible: the multi-rank rows use TP=3.
 
+Durability is the same on both sides: import and export fsync every file they write before the output folder
+is renamed into place (an atomic write that survives a crash needs the data on disk first), and the floor
+fsyncs the file it saves. `--no-fsync-floor` drops the floor's fsync, to see what it costs.
+
     uv run python benchmarks/bridge_convert.py [--tp 3] [--rounds 2] [--bytecode-cache DIR] [--model HF_DIR]
 
 `--bytecode-cache DIR` lets every process (floor included) cache compiled bytecode in DIR
@@ -26,12 +30,16 @@ import tempfile
 from pathlib import Path
 
 FLOOR = """
-import sys, torch
+import os, sys, torch
 torch.set_num_threads(1)
 from safetensors.torch import load_file, save_file
 t = load_file(sys.argv[1] + "/model.safetensors")
 save_file(t, sys.argv[2] + "/model.safetensors", metadata={"format": "pt"})
+fd = os.open(sys.argv[2] + "/model.safetensors", os.O_RDONLY)
+os.fsync(fd)  # durable, as our outputs are (see the module docstring)
+os.close(fd)
 """
+FLOOR_ROW = "floor: load + save the safetensors"
 TORCH_ONLY = "import torch"
 TORCH_MEGATRON = "import torch\nfrom megatron.core import dist_checkpointing\nfrom megatron.core.models.gpt import GPTModel"
 IMPORT = """
@@ -76,13 +84,14 @@ def job_env(bytecode_cache: str | None) -> dict[str, str]:
     return env
 
 
-def one_round(src: Path, tmp: Path, tps: list[int], env: dict[str, str]) -> dict[str, tuple[float, float, float]]:
+def one_round(src: Path, tmp: Path, tps: list[int], env: dict[str, str],
+              floor: str = "") -> dict[str, tuple[float, float, float]]:
     """Every row once, in a fixed interleaved order; outputs are removed after each round."""
     import shutil
 
     rows: dict[str, tuple[float, float, float]] = {}
     (tmp / "floor").mkdir(exist_ok=True)
-    rows["floor: load + save the safetensors"] = run(FLOOR, str(src), str(tmp / "floor"), env=env)
+    rows[FLOOR_ROW] = run(floor or FLOOR, str(src), str(tmp / "floor"), env=env)
     rows["ref: import torch"] = run(TORCH_ONLY, env=env)
     rows["ref: import torch + megatron-core"] = run(TORCH_MEGATRON, env=env)
     for tp in tps:
@@ -99,6 +108,7 @@ def main() -> None:
     parser.add_argument("--tp", type=int, default=3, help="the multi-rank TP size (must divide 9 and 3); 0: skip")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the median is reported")
     parser.add_argument("--bytecode-cache", default=None, help="PYTHONPYCACHEPREFIX for every process (warmed)")
+    parser.add_argument("--no-fsync-floor", action="store_true", help="the floor does not fsync its file")
     parser.add_argument("--model", default=None, help="HF folder with one model.safetensors (default: the embedded "
                         "SmolLM2-135M); e.g. a larger random model to see the fixed start-up cost amortized")
     args = parser.parse_args()
@@ -110,19 +120,21 @@ def main() -> None:
     model_mib = (src / "model.safetensors").stat().st_size / 2**20
     env = job_env(args.bytecode_cache)
     tps = [1] + ([args.tp] if args.tp else [])
+    floor = FLOOR.split("fd = os.open")[0] if args.no_fsync_floor else FLOOR
     loads = [os.getloadavg()]
     results: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as td:
         if args.bytecode_cache:
             one_round(src, Path(td), [1], env)  # untimed: fills the bytecode cache
         for _ in range(args.rounds):
-            for name, value in one_round(src, Path(td), tps, env).items():
+            for name, value in one_round(src, Path(td), tps, env, floor).items():
                 results.setdefault(name, []).append(value)
             loads.append(os.getloadavg())
     med = {name: tuple(statistics.median(v[i] for v in vals) for i in range(3)) for name, vals in results.items()}
-    floor_wall, floor_cpu, _ = med["floor: load + save the safetensors"]
+    floor_wall, floor_cpu, _ = med[FLOOR_ROW]
     print(f"model: {src.name}, {model_mib:.0f} MiB fp32 safetensors; {args.rounds} interleaved round(s), median; "
-          f"bytecode cache: {args.bytecode_cache or 'off (as the host is set)'}")
+          f"bytecode cache: {args.bytecode_cache or 'off (as the host is set)'}; floor fsync: "
+          f"{'off' if args.no_fsync_floor else 'on'}")
     print("load average (1/5/15 min) before and after each round: "
           + "; ".join("/".join(f"{x:.2f}" for x in la) for la in loads))
     print(f"{'job':44} {'wall s':>7} {'x floor':>7} {'CPU s':>7} {'x floor':>7} {'peak RSS MiB':>12} {'x model':>7}")
