@@ -20,7 +20,10 @@ class GRPOAlgoConfig(AnemoneConfig):
     mini_batches: int = Field(1, ge=1)
     """Optimizer steps per GRPO step (the batch is split; > 1 makes later mini-batches off-policy)."""
     micro_batch_size: int = Field(4, ge=1)
-    """Sequences per forward/backward; gradients accumulate over a mini-batch."""
+    """Sequences per forward/backward (per policy worker); gradients accumulate over a mini-batch."""
+    policy_workers: int = Field(1, ge=1)
+    """Policy (trainer) workers: > 1 starts that many Ray actors that shard the model with FSDP2 (gloo, CPU,
+    one machine) and each train on 1/N of every mini-batch; the update equals one worker's up to fp32 rounding."""
     max_new_tokens: int = Field(24, ge=1)
     """Response length cap."""
     temperature: float = Field(1.0, gt=0)
@@ -64,6 +67,16 @@ class GRPOAlgoConfig(AnemoneConfig):
             raise ValueError(f"a mini-batch of {mini} sequences (= {batch} / mini_batches {self.mini_batches}) does "
                              f"not split into micro_batch_size = {self.micro_batch_size}: choose micro_batch_size "
                              f"in {[d for d in range(1, mini + 1) if mini % d == 0]}")
+        n = self.policy_workers
+        if mini % (n * self.micro_batch_size):
+            workers = [w for w in range(1, mini + 1) if mini % (w * self.micro_batch_size) == 0]
+            sizes = [d for d in range(1, mini // n + 1) if mini % (n * d) == 0]
+            raise ValueError(f"a mini-batch of {mini} sequences (= {batch} / mini_batches {self.mini_batches}) does "
+                             f"not give policy_workers = {n} whole micro-batches of micro_batch_size = "
+                             f"{self.micro_batch_size} each (needs a multiple of {n} x {self.micro_batch_size} = "
+                             f"{n * self.micro_batch_size}): choose policy_workers in {workers}"
+                             + (f", or micro_batch_size in {sizes}" if sizes else "")
+                             + ", or more prompts_per_step")
         return self
 
 
@@ -121,4 +134,13 @@ class GRPOConfig(AnemoneConfig):
     def _backend(self) -> GRPOConfig:
         if self.ray.generator == "vllm" and self.ray.colocated:
             raise ValueError("ray.generator = 'vllm' runs in its own worker: set ray.colocated=false")
+        n = self.grpo.policy_workers
+        if n > 1 and self.ray.enabled is False:
+            raise ValueError(f"grpo.policy_workers = {n} runs one Ray actor per worker (an FSDP2 group), but "
+                             "ray.enabled = false runs the workers in this process: set ray.enabled=true (or auto), "
+                             "or grpo.policy_workers=1")
+        if n > 1 and self.ray.device != "cpu":
+            raise ValueError(f"grpo.policy_workers = {n} shards the policy over a gloo (CPU) process group, but "
+                             f"ray.device = {self.ray.device!r}: set ray.device=cpu, or grpo.policy_workers=1 "
+                             "(a GPU group over NCCL is not implemented)")
         return self

@@ -79,8 +79,9 @@ def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: in
         "reward_errors": env_counts.get("errors", 0), "reward_timeouts": env_counts.get("timeouts", 0),
         "prompts_too_long": dropped, "gen_time_s": t_gen, "gen_tokens_per_s": sum(len(o.token_ids) for o in outs) / max(t_gen, 1e-9),
     }
-    # A filtered batch must still split into whole micro-batches: keep a multiple, dropping the tail.
-    keep = keep[: len(keep) // (g.micro_batch_size * g.mini_batches) * (g.micro_batch_size * g.mini_batches)]
+    # A filtered batch must still give every worker whole micro-batches: keep a multiple, dropping the tail.
+    unit = g.micro_batch_size * g.mini_batches * g.policy_workers
+    keep = keep[: len(keep) // unit * unit]
     if not keep:
         return m | {"skipped": 1, "train_time_s": 0.0, "refit_time_s": 0.0}
     p_ids = [prompts[i] for i in keep]
@@ -91,8 +92,8 @@ def grpo_step(cfg: GRPOConfig, w: Workers, items: LazyMap, step: int, pad_id: in
     if w.reference is not None:
         batch["ref_logprobs"] = w.call(w.reference, "logprobs", batch)
     if g.mini_batches > 1:  # later mini-batches are off-policy: fix the behaviour logprobs now
-        batch["old_logprobs"] = w.call(w.policy, "logprobs", batch)
-    stats = w.call(w.policy, "train_step", batch)
+        batch["old_logprobs"] = w.policy_logprobs(batch)
+    stats = w.train_step(batch)
     t_train = time.perf_counter() - t0
     t_refit = w.refit()
     n_tok = float(batch["response_mask"].sum())

@@ -64,6 +64,21 @@ def micro_batches(batch: dict[str, torch.Tensor], size: int):
         yield mb
 
 
+def split_for_workers(batch: dict[str, torch.Tensor], workers: int, mini_batches: int = 1) -> list[dict[str, torch.Tensor]]:
+    """A batch of B rows -> one share per policy worker: worker r gets the r-th 1/workers of every mini-batch
+    (so each optimizer step sees every worker), in mini-batch order. B must split into mini_batches x workers."""
+    B = batch["input_ids"].shape[0]
+    if B % (mini_batches * workers):
+        raise ValueError(f"{B} rows do not split into mini_batches {mini_batches} x workers {workers}")
+    per_mini, per_worker = B // mini_batches, B // (mini_batches * workers)
+    shares = []
+    for r in range(workers):
+        rows = torch.cat([torch.arange(m * per_mini + r * per_worker, m * per_mini + (r + 1) * per_worker)
+                          for m in range(mini_batches)])
+        shares.append({k: v[rows] for k, v in batch.items()})
+    return shares
+
+
 def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0,
                      with_entropy: bool = False, response_mask: torch.Tensor | None = None,
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anemone_core.errors import AnemoneError, require
 from anemone_core.io import atomic_dir
 from anemone_rl.grpo_config import GRPOConfig
+from anemone_rl.policy import split_for_workers
 
 
 @dataclass
 class Workers:
     """The worker group. With Ray the members are actor handles; with `ray.enabled=false` they are the same
-    classes in this process (for debugging and quick experiments). `call` hides the difference."""
+    classes in this process (for debugging and quick experiments). `call` hides the difference.
+
+    `policy` is rank 0 of the policy group `policies` (one member unless `grpo.policy_workers` > 1). Methods
+    that touch the policy's weights go to every member at once (FSDP2 collectives); their answer is rank 0's.
+    """
 
     policy: Any
-    generator: Any  # the policy itself in colocated mode
+    generator: Any  # the policy (rank 0) itself in colocated mode
     reference: Any | None
     env: Any
     colocated: bool
     use_ray: bool = True
+    policies: list[Any] = field(default_factory=list)
+    mini_batches: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            self.policies = [self.policy]
 
     def call(self, actor: Any, method: str, *args: Any) -> Any:
         if not self.use_ray:
@@ -32,33 +44,67 @@ class Workers:
 
         return ray.get(getattr(actor, method).remote(*args))
 
+    def call_policies(self, method: str, per_rank: list[tuple] | None = None) -> list[Any]:
+        """`method` on every policy worker at once (rank r gets `per_rank[r]` as arguments); their answers."""
+        per_rank = per_rank or [()] * len(self.policies)
+        if not self.use_ray:
+            return [getattr(a, method)(*args) for a, args in zip(self.policies, per_rank, strict=True)]
+        import ray
+
+        return ray.get([getattr(a, method).remote(*args) for a, args in zip(self.policies, per_rank, strict=True)])
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One update on the whole batch, each policy worker taking 1/N of every mini-batch; the group's metrics."""
+        shares = split_for_workers(batch, len(self.policies), self.mini_batches)
+        return self.call_policies("train_step", [(s,) for s in shares])[0]
+
+    def policy_logprobs(self, batch: dict[str, Any]) -> Any:
+        """The policy's logprobs of the whole batch, each worker scoring a contiguous 1/N of the rows."""
+        import torch
+
+        shares = split_for_workers(batch, len(self.policies))
+        return torch.cat(self.call_policies("logprobs", [(s,) for s in shares]))
+
     def refit(self) -> float:
-        """Push the policy's new weights to the generator; returns wall seconds (measured in both modes)."""
+        """Push the policy's new weights to the generator; returns wall seconds (measured in both modes).
+        With several policy workers the full weights are first gathered to rank 0 (a collective)."""
         t0 = time.perf_counter()
         if self.colocated:
-            self.call(self.policy, "refit_generator")
+            self.call_policies("refit_generator")
         elif self.use_ray:
             import ray
 
-            ray.get(self.generator.load_weights.remote(self.policy.state_dict.remote()))
+            refs = [a.state_dict.remote() for a in self.policies]  # rank 0 returns the gathered weights
+            ray.get([self.generator.load_weights.remote(refs[0]), *refs[1:]])
         else:
             self.generator.load_weights(self.policy.state_dict())
         return time.perf_counter() - t0
 
     def save(self, folder: Path) -> None:
-        self.call(self.policy, "save", str(folder))
+        self.call_policies("save", [(str(folder),)] * len(self.policies))
 
     def save_model(self, out: Path) -> None:
         with atomic_dir(out, overwrite=True) as tmp:
-            self.call(self.policy, "save_hf", str(tmp))
+            self.call_policies("save_hf", [(str(tmp),)] * len(self.policies))
+
+    def load_optimizer(self, folder: Path) -> None:
+        self.call_policies("load_optimizer", [(str(folder),)] * len(self.policies))
 
     def shutdown(self) -> None:
         if not self.use_ray:
             return
         import ray
 
-        for actor in {id(a): a for a in (self.policy, self.generator, self.reference, self.env) if a}.values():
+        members = (*self.policies, self.generator, self.reference, self.env)
+        for actor in {id(a): a for a in members if a}.values():
             ray.kill(actor)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for the policy group's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def init_ray(address: str | None, num_cpus: int | None, attempts: int = 3) -> None:
@@ -109,11 +155,16 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
     # The reference is always the run's starting model, also after a resume.
     ref_args = (base, dtype, cfg.grpo.micro_batch_size, cfg.grpo.temperature, threads, dev)
     env_args = (cfg.env.reward, cfg.env.timeout_s)
+    n_policy = cfg.grpo.policy_workers
     use_ray = cfg.ray.enabled is not False
     if use_ray and cfg.ray.enabled == "auto" and not cfg.ray.address:
         try:
             init_ray(None, cfg.ray.num_cpus)
         except AnemoneError as exc:
+            if n_policy > 1:  # the group needs one process per worker: no in-process fallback
+                raise AnemoneError(f"{exc}\ngrpo.policy_workers = {n_policy} runs one Ray actor per worker and "
+                                   "cannot fall back to in-process workers: retry when Ray starts, or set "
+                                   "grpo.policy_workers=1") from None
             import sys
 
             print(f"warning: {exc}\nwarning: ray.enabled=auto: running the GRPO workers in this process instead "
@@ -123,23 +174,28 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
         policy = PolicyWorker(*policy_args)
         w = Workers(policy, policy if cfg.ray.colocated else GeneratorWorker(*gen_args),
                     ReferenceWorker(*ref_args) if cfg.grpo.kl_beta > 0 else None, EnvWorker(*env_args),
-                    cfg.ray.colocated, use_ray=False)
+                    cfg.ray.colocated, use_ray=False, mini_batches=cfg.grpo.mini_batches)
     else:
         import ray
 
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
         gpu = 1 if cfg.ray.device == "cuda" else 0
-        n_model = 1 + (not cfg.ray.colocated) + (cfg.grpo.kl_beta > 0)
+        n_model = n_policy + (not cfg.ray.colocated) + (cfg.grpo.kl_beta > 0)
         # The workers mostly run one after another, so they share the CPUs instead of each reserving one
         # (which would leave actors pending forever on a 2-CPU machine).
         cpus = min(1.0, ray.available_resources().get("CPU", 1.0) / (n_model + 1))
         opts = {"num_cpus": cpus, "num_gpus": gpu / n_model if gpu else 0}
-        policy = ray.remote(PolicyWorker).options(**opts).remote(*policy_args)
+        # A policy group rendezvous on this machine (gloo, 127.0.0.1): its actors must share one node.
+        port = free_port() if n_policy > 1 else 0
+        policies = [ray.remote(PolicyWorker).options(**opts).remote(*policy_args, r, n_policy, port)
+                    for r in range(n_policy)]
+        policy = policies[0]
         generator = policy if cfg.ray.colocated else ray.remote(GeneratorWorker).options(**opts).remote(*gen_args)
         reference = ray.remote(ReferenceWorker).options(**opts).remote(*ref_args) if cfg.grpo.kl_beta > 0 else None
         env = ray.remote(EnvWorker).options(num_cpus=0).remote(*env_args)
-        ray.get([a.__ray_ready__.remote() for a in (policy, generator, reference, env) if a is not None])
-        w = Workers(policy, generator, reference, env, cfg.ray.colocated)
+        ray.get([a.__ray_ready__.remote() for a in (*policies, generator, reference, env) if a is not None])
+        w = Workers(policy, generator, reference, env, cfg.ray.colocated, policies=policies,
+                    mini_batches=cfg.grpo.mini_batches)
     if resume_from is not None:
-        w.call(w.policy, "load_optimizer", str(resume_from))
+        w.load_optimizer(resume_from)
     return w

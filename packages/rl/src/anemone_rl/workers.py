@@ -38,16 +38,33 @@ def _generator(model: Any, tokenizer: Any, backend: str = "torch", model_path: s
 
 
 class PolicyWorker:
-    """Holds the trained model and its optimizer; in colocated mode it also generates with the same weights."""
+    """Holds the trained model and its optimizer; in colocated mode it also generates with the same weights.
+
+    One of `world_size` ranks of a policy worker group: with world_size > 1 the ranks form a gloo process group
+    (`master_port` on 127.0.0.1, chosen by the driver) and shard the model with FSDP2 (`fsdp_policy`); each
+    gets 1/world_size of every mini-batch. Rank 0 then generates (colocated mode) on an unsharded copy that a
+    refit fills with the gathered weights.
+    """
 
     def __init__(self, model_path: str | None, dtype: str, optim: dict[str, Any], algo: dict[str, Any],
-                 total_steps: int, seed: int = 0, threads: int = 0, device: str = "cpu", colocated: bool = True) -> None:
+                 total_steps: int, seed: int = 0, threads: int = 0, device: str = "cpu", colocated: bool = True,
+                 rank: int = 0, world_size: int = 1, master_port: int = 0) -> None:
         _setup(threads, seed)
         self.model, self.tokenizer = load_policy(model_path, dtype, device)
         self.device = device
         self.algo = algo
-        self.state = LocalState(self.model, self.tokenizer, OptimConfig(**optim), total_steps * algo["mini_batches"])
-        self.gen = _generator(self.model, self.tokenizer) if colocated else None
+        self.rank, self.world = rank, world_size
+        optim_cfg, steps = OptimConfig(**optim), total_steps * algo["mini_batches"]
+        gen_model = self.model
+        if world_size > 1:
+            from anemone_rl.fsdp_policy import ShardedState, init_group
+
+            self.state: LocalState = ShardedState(self.model, self.tokenizer, optim_cfg, steps,
+                                                  init_group(rank, world_size, master_port))
+            gen_model = self.state.host  # None on ranks > 0
+        else:
+            self.state = LocalState(self.model, self.tokenizer, optim_cfg, steps)
+        self.gen = _generator(gen_model, self.tokenizer) if colocated and gen_model is not None else None
 
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
@@ -57,11 +74,20 @@ class PolicyWorker:
         return self.gen.generate(prompts, params)
 
     def refit_generator(self) -> float:
-        """Colocated refit: the generator shares the module; only its fused copies are rebuilt."""
+        """Colocated refit: the generator shares the module; only its fused copies are rebuilt. In a group
+        (collective) the full weights are first gathered into rank 0's unsharded copy."""
         t0 = time.perf_counter()
+        if self.world > 1:
+            self.state.sync_host()  # type: ignore[attr-defined]
         if self.gen is not None:
             self.gen.refresh()
         return time.perf_counter() - t0
+
+    def generator_weights(self) -> dict[str, torch.Tensor] | None:
+        """The weights the colocated generator samples with (None without one: separate mode, ranks > 0)."""
+        from anemone_rl.fsdp_policy import unique_state_dict
+
+        return unique_state_dict(self.gen.model) if self.gen is not None else None
 
     def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batched_logprobs(self.model, _to(batch, self.device), self.algo["micro_batch_size"],
@@ -72,25 +98,37 @@ class PolicyWorker:
 
         batch: input_ids/attention_mask (N, L); response_mask, gen_logprobs, [ref_logprobs], [old_logprobs]
         (N, L-1); advantages (N,). Without old_logprobs the update is on-policy: old = current, detached.
+        In a group, `batch` is this rank's share (1/world_size of every mini-batch, `split_for_workers`); the
+        loss is still normalized by the whole mini-batch's token / sequence count and the metrics returned are
+        the group's.
         """
         a = self.algo
         self.model.train()
         N = batch["input_ids"].shape[0]
         per_mini = N // a["mini_batches"]
-        sums = {"kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "mismatch": 0.0, "loss": 0.0}
-        mismatch_max, grad_norm, tokens = 0.0, 0.0, 0.0
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "mismatch": 0.0, "tokens": 0.0}
+        mismatch_max, grad_norm = 0.0, 0.0
         for m in range(a["mini_batches"]):
             mini = {k: v[m * per_mini : (m + 1) * per_mini] for k, v in batch.items()}
-            n_tok = float(mini["response_mask"].sum().clamp_min(1))
-            for mb in micro_batches(_to(mini, self.device), a["micro_batch_size"]):
+            n_tok = float(mini["response_mask"].sum())
+            if self.world > 1:
+                from anemone_rl.fsdp_policy import all_reduce
+
+                n_tok = all_reduce([n_tok])[0]  # the whole mini-batch's response tokens
+            mbs = list(micro_batches(_to(mini, self.device), a["micro_batch_size"]))
+            for i, mb in enumerate(mbs):
+                if self.world > 1:  # FSDP2: reduce-scatter the accumulated gradients once, after the last one
+                    self.model.set_requires_gradient_sync(i == len(mbs) - 1)
                 mask = mb["response_mask"]
                 lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
                                            with_entropy=True, response_mask=mask)  # (b, W-1)
                 old = mb["old_logprobs"] if "old_logprobs" in mb else lp.detach()
                 loss, st = clipped_policy_loss(
                     lp, old, mb["advantages"], mask, a["eps_low"], a["eps_high"], a["normalization"],
-                    mb.get("ref_logprobs"), a["kl_beta"], num_tokens=n_tok, num_sequences=float(per_mini))
-                loss.backward()
+                    mb.get("ref_logprobs"), a["kl_beta"], num_tokens=max(n_tok, 1.0),
+                    num_sequences=float(per_mini * self.world))
+                # FSDP2 averages gradients over the ranks; the loss is already a share of the global sum.
+                (loss * self.world if self.world > 1 else loss).backward()
                 t = float(mask.sum())
                 diff = (lp.detach() - mb["gen_logprobs"]).abs() * mask  # generator vs trainer logprobs
                 sums["loss"] += float(loss.detach())
@@ -99,16 +137,27 @@ class PolicyWorker:
                 sums["entropy"] += float(masked_mean(ent, mask)) * t
                 sums["mismatch"] += float(diff.sum())
                 mismatch_max = max(mismatch_max, float(diff.max()))
-                tokens += t
+                sums["tokens"] += t
             grad_norm = self.state.step()
-        tokens = max(tokens, 1.0)
+        if self.world > 1:  # the group's metrics: sums over ranks, the largest mismatch
+            from anemone_rl.fsdp_policy import all_reduce
+
+            sums = dict(zip(sums, all_reduce(list(sums.values())), strict=True))
+            mismatch_max = all_reduce([mismatch_max], "max")[0]
+        tokens = max(sums["tokens"], 1.0)
         return {"loss": sums["loss"] / a["mini_batches"], "kl": sums["kl"] / tokens,
                 "clip_fraction": sums["clip_fraction"] / tokens, "entropy": sums["entropy"] / tokens,
                 "logprob_mismatch": sums["mismatch"] / tokens, "logprob_mismatch_max": mismatch_max,
                 "grad_norm": grad_norm, "lr": self.state.lr()}
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+    def state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The weights for a separate generator (tied duplicates dropped). In a group this is a collective
+        and only rank 0 returns them (None elsewhere)."""
+        from anemone_rl.fsdp_policy import unique_state_dict
+
+        if self.world > 1:
+            return self.state.full_state_dict()  # type: ignore[attr-defined]
+        return unique_state_dict(self.model)
 
     def save_hf(self, folder: str) -> None:
         """The policy as a Hugging Face folder (weights + config + tokenizer)."""
