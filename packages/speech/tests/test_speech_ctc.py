@@ -57,3 +57,14 @@ def test_lexicon_allows_a_space_only_after_a_whole_word():
     assert lexicon.allows((1, 0, 2), 3) and not lexicon.allows((1, 0), 3)  # space after "bat", not after "ba"
     assert lexicon.allows((1, 0, 2, 3), 2)  # a new word starts after the space
     assert lexicon.complete((1, 0, 2)) and not lexicon.complete((1, 0, 2, 3, 2))
+
+
+def test_lexicon_beam_drops_an_unfinished_last_word():
+    # "bat ta": every frame is sure, so every beam ends inside "tab": the unfinished "ta" is cut, "bat" stays.
+    vocab = ["a", "b", "t", " "]
+    ids = [1, 0, 2, 3, 2, 0]
+    lp = torch.full((len(ids), 5), 1e-4)
+    lp[torch.arange(len(ids)), torch.tensor(ids)] = 1.0
+    lexicon = Lexicon(["bat", "tab"], vocab)
+    assert prefix_beam_search(lp.log().numpy(), blank=4, beam_size=2, lexicon=lexicon) == [1, 0, 2]
+    assert lexicon.trim((1, 0)) == () and lexicon.trim((1, 0, 2)) == (1, 0, 2)

@@ -1,6 +1,14 @@
 import torch
 
-from anemone_speech.features import LogMel, mel_filterbank, spec_augment, speed_perturb
+from anemone_speech.features import (
+    LogMel,
+    hz_to_mel,
+    mel_filterbank,
+    mel_to_hz,
+    spec_augment,
+    speed_perturb,
+    warp_features,
+)
 
 
 def test_filterbank_shape_and_coverage():
@@ -48,3 +56,24 @@ def test_speed_perturb_changes_length():
     assert abs(speed_perturb(wav, 1.1).shape[0] - 16000 / 1.1) < 20
     assert abs(speed_perturb(wav, 0.9).shape[0] - 16000 / 0.9) < 20
     assert speed_perturb(wav, 1.0) is wav
+
+
+def test_warp_features_moves_formants_and_tempo(monkeypatch):
+    b, m, t = 2, 80, 100
+    ramp = torch.arange(m, dtype=torch.float32)[None, :, None].expand(b, m, t).contiguous()  # value = bin index
+    lens = torch.tensor([100, 60])
+    same, same_lens = warp_features(ramp, lens, 16000)
+    assert same is ramp and same_lens is lens
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.ones(*a[0], dtype=k.get("dtype", torch.float32)))
+    up, up_lens = warp_features(ramp, lens, 16000, freq_warp=0.1)  # factor 1.1: bin at f reads f / 1.1
+    assert torch.equal(up_lens, lens) and up.shape == ramp.shape
+    step = float(hz_to_mel(torch.tensor(8000.0, dtype=torch.float64))) / (m + 1)
+    centre_hz = mel_to_hz(torch.arange(1, m + 1, dtype=torch.float64) * step)  # (M,) as mel_filterbank's centres
+    expected = (hz_to_mel(centre_hz / 1.1) / step - 1).clamp_min(0)  # the (fractional) bin bin k now reads
+    torch.testing.assert_close(up[0, :, 0].double(), expected, atol=1e-3, rtol=0)  # the ramp interpolates exactly
+    assert (up[0, 1:, 0] < ramp[0, 1:, 0]).all()  # formants move up: every bin reads a lower one
+    assert (up[:, 0, :] == 0).all() and (up <= m - 1).all()
+    slow, slow_lens = warp_features(ramp, lens, 16000, time_stretch=0.1)  # rate 1.1: fewer frames
+    assert slow_lens.tolist() == [91, 55] and slow.shape == (b, m, 91)
+    assert (slow[1, :, 55:] == 0).all()  # past the new length is padding
+    torch.testing.assert_close(slow[0, :, 0], ramp[0, :, 0])  # a constant-in-time input stays constant

@@ -110,7 +110,8 @@ def test_synth_writes_manifests_and_audio(corpus):
 def test_train_saves_a_loadable_model_and_scores_the_test_split(trained, tmp_path):
     assert trained["steps"] == 6 and trained["epochs"] == 2
     assert 0.0 <= trained["test"]["wer"] and trained["test"]["rtfx"] > 0
-    assert trained["test_lexicon"]["files"] == 6 and trained["test_lexicon"]["beam_size"] == 8
+    assert trained["test_lexicon"]["files"] == 6 and trained["test_lexicon"]["beam_size"] == 32
+    assert trained["train_cpu_seconds"] > 0 and "start" in trained["load_average"]
     run = trained["output_dir"]
     model, tok, cfg = load_model(f"{run}/model")
     assert tok.kind == "char" and cfg["model"]["d_model"] == 32

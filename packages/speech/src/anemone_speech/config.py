@@ -100,6 +100,11 @@ class AugmentConfig(AnemoneConfig):
     """SpecAugment time masks per utterance."""
     time_width: float = Field(0.05, ge=0.0, le=1.0)
     """Widest time mask, as a fraction of the utterance."""
+    freq_warp: float = Field(0.1, ge=0.0, lt=0.5)
+    """Voice warp (VTLP-style): each utterance's formants move by a factor drawn from [1 - w, 1 + w] (0: off);
+    aimed at the unseen test voices."""
+    time_stretch: float = Field(0.1, ge=0.0, lt=0.5)
+    """Tempo warp: each utterance's frames are resampled to a rate drawn from [1 - s, 1 + s] (0: off)."""
 
 
 class OptimConfig(AnemoneConfig):
@@ -115,12 +120,13 @@ class OptimConfig(AnemoneConfig):
 
 class TrainerConfig(AnemoneConfig):
     max_epochs: int = Field(12, ge=1)
-    """Epochs over the training manifest."""
+    """Epochs over the training manifest: the default budget is this fixed amount of work (12 x 500 steps on the
+    default corpus), so the result does not depend on how loaded the machine is."""
     max_steps: int = Field(-1, ge=-1)
     """Stop after this many optimizer steps (-1: no limit)."""
-    max_minutes: float | None = Field(25.0, gt=0.0)
-    """Stop training after this many minutes (null: no limit); the learning-rate cosine ends by then too, and
-    the best-WER weights are kept."""
+    max_minutes: float | None = Field(None, gt=0.0)
+    """Safety cut: stop training after this many wall-clock minutes (null: none). When set, the learning-rate
+    cosine ends by then too, and the best-WER weights are kept; the result then depends on the machine's load."""
     accelerator: str = "auto"
     """Lightning accelerator: auto, cpu or gpu."""
     devices: int = Field(1, ge=1)
@@ -139,7 +145,7 @@ class TrainerConfig(AnemoneConfig):
     """torch CPU threads (on a shared, loaded machine 1 thread was ~8x faster than 2 here)."""
     beam_size: int = Field(1, ge=1)
     """CTC decoding for the final test: 1 greedy, >1 prefix beam search."""
-    lexicon_beam_size: int = Field(8, ge=0)
+    lexicon_beam_size: int = Field(32, ge=0)
     """Character models: also score the test split with a beam of this size that spells only words of the
     training transcripts (closed-vocabulary decoding, reported as `test_lexicon`); 0: off."""
 

@@ -70,6 +70,13 @@ class Lexicon:
         word = self.current_word(prefix)
         return word == "" or word in self.words
 
+    def trim(self, prefix: tuple[int, ...]) -> tuple[int, ...]:
+        """`prefix` without its unfinished last word (and the space before it), so only whole words remain."""
+        if self.complete(prefix):
+            return prefix
+        cut = len(prefix) - len(self.current_word(prefix))
+        return prefix[: max(0, cut - 1)]
+
 
 def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, prune_top_k: int = 16,
                        lexicon: Lexicon | None = None) -> list[int]:
@@ -77,7 +84,7 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, pr
 
     Each prefix keeps two scores, ending in blank (pb) and ending in a label (pnb), so "a a" and "aa" stay apart.
     With a `lexicon`, prefixes that cannot spell lexicon words are never formed, and the result ends on a whole
-    word where any beam does.
+    word: the best beam that does, or, where none does (a weak model), the best beam without its unfinished word.
     """
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
     for t in range(log_probs.shape[0]):
@@ -102,7 +109,10 @@ def prefix_beam_search(log_probs: np.ndarray, blank: int, beam_size: int = 8, pr
                     nxt[ext][1] = _logsumexp(nxt[ext][1], total + p)
         ranked = sorted(nxt.items(), key=lambda kv: _logsumexp(*kv[1]), reverse=True)[:beam_size]
         beams = {k: (v[0], v[1]) for k, v in ranked}
-    finished = {k: v for k, v in beams.items() if lexicon is None or lexicon.complete(k)} or beams
+    finished = {k: v for k, v in beams.items() if lexicon is None or lexicon.complete(k)}
+    if not finished:  # only a lexicon can leave no beam on a whole word
+        assert lexicon is not None
+        return list(lexicon.trim(max(beams.items(), key=lambda kv: _logsumexp(*kv[1]))[0]))
     return list(max(finished.items(), key=lambda kv: _logsumexp(*kv[1]))[0])
 
 

@@ -1,4 +1,5 @@
-"""Log-mel features in torch (torch.stft, no torchaudio), per-feature normalization, SpecAugment, speed perturbation."""
+"""Log-mel features in torch (torch.stft, no torchaudio), per-feature normalization, SpecAugment, a voice/tempo warp
+of the features (VTLP-style), speed perturbation of waveforms."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import torch
 from torch import nn
 
 
+def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None) -> torch.Tensor:
     """Triangular HTK-mel filters, (n_mels, n_fft // 2 + 1), each normalized to unit area (Slaney style)."""
     f_max = f_max or sample_rate / 2
-
-    def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-        return 2595.0 * torch.log10(1.0 + f / 700.0)
-
-    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-
     freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # (F,)
     mels = torch.linspace(hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2, dtype=torch.float64)
     hz = mel_to_hz(mels)  # (M + 2,)
@@ -93,6 +95,43 @@ def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, freq_masks: int = 2
         span = (time_idx >= start) & (time_idx < start + w)  # (B, T)
         out = out.masked_fill(span[:, None, :], 0.0)
     return out
+
+
+def warp_features(feats: torch.Tensor, lengths: torch.Tensor, sample_rate: int, freq_warp: float = 0.0,
+                  time_stretch: float = 0.0, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A new voice and tempo per utterance, on log-mel features: (B, M, T) -> (B, M, T'), new lengths.
+
+    Frequency: every utterance gets a factor a ~ U[1 - freq_warp, 1 + freq_warp] and mel bin m (centre f_m Hz) takes
+    the value at f_m / a, interpolated between bins: formants move by a, as a shorter or longer vocal tract moves
+    them (VTLP, Jaitly & Hinton 2013). Time: a rate r ~ U[1 - time_stretch, 1 + time_stretch] resamples the valid
+    frames linearly to round(T / r) (faster or slower speech at the same pitch). Together they do what speed
+    perturbation of the waveform does (which moves both by one factor), with the two drawn independently and at
+    a fraction of the cost. Zero warps return the input unchanged.
+    """
+    b, m, t = feats.shape
+    if freq_warp > 0:
+        mel_max = hz_to_mel(torch.tensor(sample_rate / 2, dtype=torch.float64))
+        centre_mels = torch.linspace(0, float(mel_max), m + 2, dtype=torch.float64)[1:-1]  # (M,) as mel_filterbank
+        step = float(mel_max) / (m + 1)
+        a = 1 + freq_warp * (2 * torch.rand((b, 1), generator=generator, dtype=torch.float64) - 1)  # (B, 1)
+        src = hz_to_mel(mel_to_hz(centre_mels)[None] / a) / step - 1  # (B, M) fractional source bin
+        src = src.clamp(0, m - 1).to(feats.device)
+        lo = src.floor().long().clamp(max=max(m - 2, 0))  # (B, M) lower neighbour; hi = lo + 1
+        hi = (lo + 1).clamp(max=m - 1)
+        w = (src - lo).to(feats.dtype)[:, :, None]  # (B, M, 1) weight of hi
+        feats = (feats.gather(1, lo[:, :, None].expand(b, m, t)) * (1 - w)
+                 + feats.gather(1, hi[:, :, None].expand(b, m, t)) * w)
+    if time_stretch > 0:
+        r = 1 + time_stretch * (2 * torch.rand((b,), generator=generator) - 1)  # (B,)
+        new_lens = (lengths.float().cpu() / r).round().long().clamp_min(1)
+        out = feats.new_zeros(b, m, int(new_lens.max()))
+        for i in range(b):
+            n, k = int(lengths[i]), int(new_lens[i])
+            seg = feats[i : i + 1, :, :n]
+            out[i, :, :k] = torch.nn.functional.interpolate(seg, size=k, mode="linear", align_corners=True)[0]
+        feats, lengths = out, new_lens.to(lengths.device)
+    return feats, lengths
 
 
 def speed_perturb(wav: torch.Tensor, factor: float) -> torch.Tensor:

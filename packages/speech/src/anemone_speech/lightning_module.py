@@ -11,7 +11,7 @@ import torch
 
 from anemone_speech.conformer import ConformerCTC
 from anemone_speech.ctc import ctc_loss, greedy_decode
-from anemone_speech.features import spec_augment
+from anemone_speech.features import spec_augment, warp_features
 from anemone_speech.metrics import error_rates
 from anemone_speech.tokenizers import BPETokenizer, CharTokenizer
 
@@ -45,7 +45,11 @@ class CTCModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         feats, flen = self.model.features(batch["wav"], batch["wav_lens"])  # (B, M, T)
         if self.augment:
-            feats = spec_augment(feats, flen, **self.augment)
+            aug = dict(self.augment)
+            warp = {k: aug.pop(k, 0.0) for k in ("freq_warp", "time_stretch")}
+            if any(warp.values()):
+                feats, flen = warp_features(feats, flen, self.sample_rate, **warp)
+            feats = spec_augment(feats, flen, **aug)
         log_probs, out_lens = self.model.encode(feats, flen)  # (B, T', V+1)
         loss = ctc_loss(log_probs, out_lens, batch["targets"], batch["target_lens"], self.blank)
         self.audio_seconds += float(batch["wav_lens"].sum()) / self.sample_rate

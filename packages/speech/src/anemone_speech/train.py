@@ -44,6 +44,22 @@ def _run_folder(out: Path, overwrite: bool) -> Iterator[Path]:
             yield Path(tmp)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (user + system): unlike wall time, load-independent."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average() -> float | None:
+    """1-minute load average (None where the OS has none): the machine's load beside the wall-clock figures."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def resolve_manifests(cfg: SpeechTrainConfig, show_progress: bool = True) -> dict[str, str | None]:
     """The train/validation/test manifest paths, synthesizing the default corpus when none is given."""
     d = cfg.data
@@ -137,9 +153,9 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
     with _run_folder(out, overwrite) as run_dir:
         write_run_config(run_dir, cfg)
         trainer = build_trainer(cfg, run_dir, show_progress)
-        t0 = time.perf_counter()
+        t0, cpu0, load0 = time.perf_counter(), _cpu_seconds(), _load_average()
         trainer.fit(module, datamodule=dm)
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
         if not trainer.is_global_zero:
             return {}
         ckpt = trainer.checkpoint_callback.best_model_path
@@ -151,6 +167,7 @@ def train(cfg: SpeechTrainConfig, overwrite: bool = False, show_progress: bool =
         results: dict[str, Any] = {
             "output_dir": str(out), "model_dir": str(out / "model"), "parameters": n_params,
             "epochs": trainer.current_epoch, "steps": trainer.global_step, "train_seconds": round(train_s, 1),
+            "train_cpu_seconds": round(train_cpu, 1), "load_average": {"start": load0, "end": _load_average()},
             "train_audio_seconds_per_second": round(module.audio_seconds / max(module.train_seconds, 1e-9), 1),
             "best_val_wer": float(trainer.checkpoint_callback.best_model_score or float("nan")),
             "threads": cfg.trainer.threads, "manifests": paths, "init_from": cfg.init_from,
