@@ -20,6 +20,7 @@ import torch
 
 from anemone_export.kv_model import KVLayout, positions_from_mask
 from anemone_export.server.metrics import ServerMetrics
+from anemone_export.server.prefill import prefill
 
 
 @dataclass
@@ -274,22 +275,14 @@ class BatchingEngine:
 
     @torch.no_grad()
     def _admit(self, batch: _Batch, reqs: list[GenRequest]) -> None:
-        """Prefill new requests together (left-padded) and merge their rows into the running batch."""
+        """Prefill new requests together (shared prompt prefixes once) and merge their rows into the running batch."""
         lens = [len(r.prompt_ids) for r in reqs]
-        width = max(lens)
-        ids = torch.zeros(len(reqs), width, dtype=torch.long)
-        mask = torch.zeros(len(reqs), width, dtype=torch.long)
-        for b, r in enumerate(reqs):  # left padding: every row's last token is at column width-1
-            ids[b, width - lens[b]:] = torch.tensor(r.prompt_ids)
-            mask[b, width - lens[b]:] = 1
         self.metrics.batch_run(len(reqs), sum(lens))
-        all_logits = any(r.echo_logprobs for r in reqs)
-        logits, *cache = self.step(ids, mask, positions_from_mask(mask, width), *self.layout.empty(len(reqs)),
-                                   all_logits=all_logits)  # (B, T or 1, V)
+        pre = prefill(self.step, self.layout, [r.prompt_ids for r in reqs], any(r.echo_logprobs for r in reqs))
         slots, keep = [], []
         for b, r in enumerate(reqs):
-            lp = self._prompt_logprobs(logits[b, width - lens[b]:], r.prompt_ids, r.logprobs or 0) \
-                if r.echo_logprobs else None
+            lp = self._prompt_logprobs(pre.logits[b], r.prompt_ids, r.logprobs or 0) \
+                if r.echo_logprobs and pre.logits is not None else None
             slot = _Slot(_Row(r, self.tokenizer, self.eos), lens[b], lp)
             if r.max_tokens == 0:  # scoring only: answered after the prefill
                 slot.finish("length")
@@ -298,8 +291,8 @@ class BatchingEngine:
                 keep.append(b)
         if keep:
             sel = torch.tensor(keep)
-            batch.merge(slots, [c.index_select(0, sel) for c in cache], mask.index_select(0, sel),
-                        logits[:, -1].index_select(0, sel))
+            batch.merge(slots, [c.index_select(0, sel) for c in pre.cache], pre.mask.index_select(0, sel),
+                        pre.last.index_select(0, sel))
 
     @torch.no_grad()
     def _decode_step(self, batch: _Batch) -> None:
