@@ -52,6 +52,26 @@ def current_layout() -> Layout:
     )
 
 
+_frozen = False
+
+
+def _freeze_imported_objects() -> None:
+    """`gc.freeze()` once per process, after torch and megatron-core are imported.
+
+    Importing them creates millions of objects tracked by the cyclic garbage collector (module globals,
+    classes, sympy's tables, ...) that live as long as the process. Every full collection traverses them
+    again, and so does the one at interpreter exit: ~0.8 s CPU per process here (`python -c "import torch;
+    <megatron-core imported>"` exits in 3.4 s CPU, 2.7 s with `gc.freeze()` at the end, 2.6 s with
+    `os._exit`). Frozen objects are never traversed again; the cost is that an object alive now that later
+    becomes cyclic garbage is not reclaimed (nothing of ours: our tensors are allocated after this)."""
+    global _frozen
+    if not _frozen:
+        import gc
+
+        gc.freeze()
+        _frozen = True
+
+
 @contextlib.contextmanager
 def parallel_session(tp: int = 1, pp: int = 1, ep: int = 1, timeout_s: float = 600.0) -> Iterator[Layout]:
     """Join (or create) the process group, initialize megatron-core's parallel state, tear both down after."""
@@ -59,6 +79,8 @@ def parallel_session(tp: int = 1, pp: int = 1, ep: int = 1, timeout_s: float = 6
     from megatron.core import parallel_state as ps
 
     from anemone_core.parallel import init_distributed
+
+    _freeze_imported_objects()
 
     created = False
     if not dist.is_initialized():
