@@ -1,4 +1,4 @@
-"""Server throughput under 16 concurrent clients on the embedded SmolLM2-135M-Instruct (CPU, fp32): dynamic
+"""Server throughput under 16 concurrent clients on the embedded SmolLM2-135M-Instruct (CPU, fp32): continuous
 batching on vs off on the torch engine, and the same app as 2 Ray Serve replicas; tokens/s, p50/p99 latency.
 
     uv run python benchmarks/export_server.py [--clients 16] [--seconds 30] [--max-tokens 16] [--threads 1]
@@ -62,7 +62,7 @@ def main() -> None:
     from anemone_export.server.serve_cli import ServerThread, free_port
 
     results = {}
-    for label, batch in (("torch, batching off", 1), ("torch, dynamic batching", args.clients)):
+    for label, batch in (("torch, batching off", 1), ("torch, continuous batching", args.clients)):
         cfg = ServeConfig(max_batch_size=batch, threads=args.threads)
         engine = build_engine(cfg)
         with ServerThread(engine, cfg) as url:
