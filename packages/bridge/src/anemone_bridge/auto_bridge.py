@@ -90,9 +90,11 @@ class AutoBridge:
         return model
 
     def load_hf_weights(self, model: torch.nn.Module, hf_path: str | Path | None = None,
-                        allow_missing: list[str] | None = None) -> dict[str, Any]:
+                        allow_missing: list[str] | None = None,
+                        gated_parts: dict[int, list[torch.Tensor]] | None = None) -> dict[str, Any]:
+        """Fill the model from the HF folder (`gated_parts`: see `weights.load_hf_weights`; for saving only)."""
         return load_hf_weights(model, hf_path or self.hf_path, self.arch, self.hf_config, self.geometry(),
-                               self.layout(), allow_missing)
+                               self.layout(), allow_missing, gated_parts)
 
     def export_hf_weights(self, model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         """Stream (HF name, tensor) on rank 0 in table order; every rank must consume it to the end."""

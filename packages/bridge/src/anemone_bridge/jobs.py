@@ -24,11 +24,13 @@ def import_job(hf_path: str, out: str, tp: int = 1, pp: int = 1, ep: int = 1,
     t0 = time.perf_counter()
     bridge = AutoBridge.from_hf_pretrained(hf_path)
     with bridge.parallel(tp, pp, ep) as lay:
-        model = bridge.to_megatron_model(load_weights=True, allow_missing=allow_missing)
+        model = bridge.to_megatron_model(load_weights=False)
+        gated: dict[int, list[torch.Tensor]] = {}  # gated MLP weights stay as their gate and up halves
+        bridge.load_hf_weights(model, allow_missing=allow_missing, gated_parts=gated)
         geo = bridge.geometry()
         meta = {"architecture": bridge.arch.name, "tp": tp, "pp": pp, "ep": ep,
                 "vocab_size": geo.vocab_size, "padded_vocab_size": geo.padded_vocab_size, "source": str(hf_path)}
-        save_megatron(model, out, meta)  # first: megatron warns about a non-empty folder otherwise
+        save_megatron(model, out, meta, gated)  # first: megatron warns about a non-empty folder otherwise
         if lay.rank == 0:
             (Path(out) / "hf").mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(hf_path) / "config.json", Path(out) / "hf" / "config.json")

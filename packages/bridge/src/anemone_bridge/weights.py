@@ -109,9 +109,15 @@ def _names(names: list[str], limit: int = 12) -> str:
 
 @torch.no_grad()
 def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBridge, hf_config: Any,
-                    geo: Geometry, layout: Layout, allow_missing: list[str] | None = None) -> dict[str, Any]:
+                    geo: Geometry, layout: Layout, allow_missing: list[str] | None = None,
+                    gated_parts: dict[int, list[torch.Tensor]] | None = None) -> dict[str, Any]:
     """Fill this rank's parameters from the HF folder. Every Megatron parameter must be mapped and every HF
-    tensor used by some rank (checked across ranks), except names matching `allow_missing` globs."""
+    tensor used by some rank (checked across ranks), except names matching `allow_missing` globs.
+
+    With `gated_parts` (a dict to fill; for saving only) a `gated` parameter is not filled: its two halves
+    (this TP rank's gate and up rows, as they are in the HF files) go into the dict under the parameter's
+    `data_ptr()`, for `megatron_ckpt.save_megatron`, which saves the halves as megatron-core does (as two
+    chunks) without ever concatenating them."""
     allow = allow_missing or []
     reader = HFReader(hf_folder)
     rows = rows_by_name(arch, hf_config)
@@ -131,7 +137,18 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
             if not matches_any(name, allow):
                 missing_hf += absent
             continue
-        shard = row.to_megatron([reader.get(h) for h in row.hf], geo, layout.tp_rank, layout.tp)
+        hf_tensors = [reader.get(h) for h in row.hf]
+        if gated_parts is not None and row.kind == "gated" and param.device.type == "cpu":
+            halves = [t.chunk(layout.tp, 0)[layout.tp_rank].to(param.dtype) for t in hf_tensors]
+            if tuple(halves[0].shape) != tuple(halves[1].shape) or 2 * halves[0].shape[0] != param.shape[0] \
+                    or tuple(halves[0].shape[1:]) != tuple(param.shape[1:]):
+                raise AnemoneError(f"HF tensor(s) {list(row.hf)} give halves of shape {tuple(halves[0].shape)} and "
+                                   f"{tuple(halves[1].shape)} for Megatron '{name}', which expects "
+                                   f"{tuple(param.shape)}: config.json does not match the weights")
+            gated_parts[param.data_ptr()] = halves
+            used.update(row.hf)
+            continue
+        shard = row.to_megatron(hf_tensors, geo, layout.tp_rank, layout.tp)
         if tuple(shard.shape) != tuple(param.shape):
             raise AnemoneError(f"HF tensor(s) {list(row.hf)} give shape {tuple(shard.shape)} for Megatron "
                                f"'{name}', which expects {tuple(param.shape)}: config.json does not match the weights")
