@@ -44,3 +44,22 @@ def test_prompts_without_a_common_prefix_take_one_pass(tiny_source):
     step, layout = torch_step(tiny_source.model)
     out = prefill(step, layout, [[3, 4, 5], [9, 8, 7, 6]], all_logits=False)
     assert out.shared_tokens == 0 and out.logits is None and out.last.shape[0] == 2
+
+
+def test_onnx_step_shares_prefixes_like_torch(tiny_source, tmp_path):
+    """The exported ONNX graph takes the same holes in its attention mask (padding between prefix and suffix)."""
+    from anemone_export.onnx_export import export_onnx
+    from anemone_export.server.engine import onnx_step
+
+    export_onnx(tiny_source, tmp_path / "onnx")
+    step, layout = onnx_step(tmp_path / "onnx" / "model.onnx")
+    tstep, _ = torch_step(tiny_source.model)
+    tok = tiny_source.tokenizer
+    prompts = [tok("Question: name a colour of the sky on a clear day.\nAnswer:" + c)["input_ids"]
+               for c in (" blue", " green and grey")]
+    shared = prefill(step, layout, prompts, all_logits=True)
+    assert shared.shared_tokens > 0
+    for b, p in enumerate(prompts):
+        ids, mask = left_padded([p])
+        alone, *_ = tstep(ids, mask, torch.arange(len(p))[None], *layout.empty(1), all_logits=True)
+        torch.testing.assert_close(shared.logits[b], alone[0], atol=5e-4, rtol=1e-3)
