@@ -74,10 +74,15 @@ def test_two_fsdp2_processes_match_one_worker(tiny_dir, start_sd, normalization)
 
     algo = ALGO | {"normalization": normalization}
     shares = split_for_workers(_batch(), 2, algo["mini_batches"])
-    stats, sd, _, host = run_group(2, _worker_kwargs(tiny_dir, algo), [
-        ("train_step", [(s,) for s in shares]), ("state_dict", None), ("refit_generator", None),
-        ("generator_weights", None)], start_method="fork")
+    halves = split_for_workers(_batch(), 2)  # logprobs (behaviour policy): contiguous halves, rank 0's comes back
+    lp0, stats, sd, _, host = run_group(2, _worker_kwargs(tiny_dir, algo), [
+        ("logprobs", [(h,) for h in halves]), ("train_step", [(s,) for s in shares]), ("state_dict", None),
+        ("refit_generator", None), ("generator_weights", None)], start_method="fork")
     _compare(start_sd, _one_worker(tiny_dir, algo), sd, stats)
+    from anemone_rl.workers import PolicyWorker
+
+    full = PolicyWorker(**_worker_kwargs(tiny_dir, algo)).logprobs(_batch())
+    assert torch.allclose(lp0, full[: len(lp0)], atol=1e-5) and len(lp0) == 4
     for k, v in sd.items():  # the refit put exactly the gathered weights into rank 0's generator copy
         assert torch.equal(host[k], v), k
 
@@ -192,3 +197,25 @@ def test_grpo_with_two_policy_workers_through_ray(tiny_dir, tmp_path, colocated)
         for k in ("eval_accuracy", "reward_mean", "loss", "kl", "entropy", "grad_norm", "logprob_mismatch"):
             if k in ra:
                 assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), (ra["step"], k)
+
+
+def test_workers_send_each_policy_worker_its_share_and_stitch_logprobs():
+    from anemone_rl.ray_setup import Workers
+
+    class Fake:
+        def __init__(self, rank):
+            self.rank, self.seen = rank, None
+
+        def train_step(self, batch):
+            self.seen = batch["input_ids"].flatten().tolist()
+            return {"rank": self.rank}
+
+        def logprobs(self, batch):
+            return batch["input_ids"].float() + 0.5
+
+    fakes = [Fake(0), Fake(1)]
+    w = Workers(fakes[0], fakes[0], None, None, True, use_ray=False, policies=fakes, mini_batches=2)
+    batch = {"input_ids": torch.arange(8).unsqueeze(1), "attention_mask": torch.ones(8, 1)}
+    assert w.train_step(batch) == {"rank": 0}  # rank 0's answer (the group's metrics)
+    assert [f.seen for f in fakes] == [[0, 1, 4, 5], [2, 3, 6, 7]]
+    assert w.policy_logprobs(batch).flatten().tolist() == [i + 0.5 for i in range(8)]

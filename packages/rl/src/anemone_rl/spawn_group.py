@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +26,25 @@ def _rank_main(rank: int, world: int, port: int, worker_kwargs: dict[str, Any], 
     from anemone_rl.workers import PolicyWorker
 
     worker = PolicyWorker(**worker_kwargs, rank=rank, world_size=world, master_port=port)
-    answers = [getattr(worker, method)(*(args[rank] if args else ())) for method, args in calls]
+    answers, seconds = [], []
+    for method, args in calls:
+        t0, c0 = time.perf_counter(), time.process_time()
+        answers.append(getattr(worker, method)(*(args[rank] if args else ())))
+        seconds.append([time.perf_counter() - t0, time.process_time() - c0])  # rank 0's wall and CPU s
     if rank == 0:
-        torch.save(answers, out)
-    dist.barrier()
-    dist.destroy_process_group()
+        torch.save({"answers": answers, "seconds": seconds}, out)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
-def run_group(world: int, worker_kwargs: dict[str, Any], calls: Calls, start_method: str = "spawn") -> list[Any]:
+def run_group(world: int, worker_kwargs: dict[str, Any], calls: Calls, start_method: str = "spawn",
+              timed: bool = False) -> Any:
     """Run `calls` on a `world`-rank policy group of new processes; rank 0's answers, in order.
     Answers must be tensors, numbers, strings, None, or lists/dicts of them (they come back through a file
     read with `weights_only=True`). `start_method="fork"` skips re-importing torch and transformers in every
     child (~10-25 s each on a loaded 2-core machine); fork only from a process that has not started threads
-    of its own."""
+    of its own. With `timed`, also rank 0's [wall s, CPU s] of each call: (answers, seconds)."""
     import torch.multiprocessing as mp
 
     from anemone_rl.ray_setup import free_port
@@ -52,4 +59,5 @@ def run_group(world: int, worker_kwargs: dict[str, Any], calls: Calls, start_met
         finally:
             if env_threads is None:
                 os.environ.pop("OMP_NUM_THREADS", None)
-        return torch.load(out, weights_only=True)
+        got = torch.load(out, weights_only=True)
+    return (got["answers"], got["seconds"]) if timed else got["answers"]
