@@ -62,7 +62,7 @@ def test_reader_refuses_a_metadata_pickle_naming_other_code(tiny_folders, tmp_pa
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        with pytest.raises(AnemoneError, match="not allowed"):
+        with pytest.raises(AnemoneError, match="names .posix.system|names .os.system"):
             DistCheckpointReader(tmp_path / "mg")
     finally:
         os.chdir(cwd)

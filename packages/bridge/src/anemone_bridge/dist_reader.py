@@ -48,7 +48,11 @@ class _MetadataUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if module == "torch" and isinstance(getattr(torch, name, None), _TORCH_ATTRS):
             return getattr(torch, name)  # torch.float32, torch.strided, torch.contiguous_format, ...
-        raise pickle.UnpicklingError(f"'{module}.{name}' is not allowed in a DCP .metadata file")
+        raise _Refused(f"its .metadata names '{module}.{name}'")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A `.metadata` pickle that names something outside the allow-list."""
 
 
 class _View(io.RawIOBase):
@@ -88,6 +92,11 @@ class DistCheckpointReader:
         try:
             with path.open("rb") as fh:
                 md = _MetadataUnpickler(fh).load()
+        except _Refused as exc:
+            raise AnemoneError(f"cannot read the Megatron checkpoint '{self.folder}': {exc}; only torch DCP's own "
+                               "metadata classes are unpickled. If the checkpoint comes from a source you trust, "
+                               "an export on 2+ ranks (`--tp 2`, ...) reads it through megatron-core's loader, "
+                               "which unpickles it without this check") from None
         except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as exc:
             raise _damaged(self.folder, exc) from None
         self.tensors = {k: v for k, v in md.state_dict_metadata.items() if isinstance(v, TensorStorageMetadata)}
