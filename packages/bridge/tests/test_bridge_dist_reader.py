@@ -69,15 +69,18 @@ def test_reader_refuses_a_metadata_pickle_naming_other_code(tiny_folders, tmp_pa
     assert not (tmp_path / "pwned").exists()
 
 
-def test_fill_takes_a_whole_tensor_and_copies_a_view():
+def test_fill_aliases_a_whole_tensor_for_a_save_and_copies_otherwise():
     param = torch.nn.Parameter(torch.empty(4, 3))
     whole = torch.randn(4, 3)
-    _fill(param, whole)
+    _fill(param, whole, alias=True)
     assert param.data_ptr() == whole.data_ptr()  # no copy
+    param = torch.nn.Parameter(torch.empty(4, 3))
+    _fill(param, whole)  # a model the caller keeps owns its values
+    assert param.data_ptr() != whole.data_ptr() and torch.equal(param, whole)
     param = torch.nn.Parameter(torch.empty(2, 3))
     big = torch.randn(4, 3)
-    _fill(param, big[2:])  # a TP chunk: DCP would clone a view, so it is copied into the parameter
+    _fill(param, big[2:], alias=True)  # a TP chunk: DCP would clone a view, so it is copied into the parameter
     assert param.data_ptr() != big.data_ptr() and torch.equal(param, big[2:])
     param = torch.nn.Parameter(torch.empty(4, 3))
-    _fill(param, whole.double())  # another dtype: converted
+    _fill(param, whole.double(), alias=True)  # another dtype: converted
     assert param.dtype == torch.float32 and torch.equal(param, whole)

@@ -114,7 +114,8 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
     """Fill this rank's parameters from the HF folder. Every Megatron parameter must be mapped and every HF
     tensor used by some rank (checked across ranks), except names matching `allow_missing` globs.
 
-    With `gated_parts` (a dict to fill; for saving only) a `gated` parameter is not filled: its two halves
+    With `gated_parts` (a dict to fill; for a model that is only saved) tensors are not copied where they can
+    be aliased (`_fill`), and a `gated` parameter is not filled: its two halves
     (this TP rank's gate and up rows, as they are in the HF files) go into the dict under the parameter's
     `data_ptr()`, for `megatron_ckpt.save_megatron`, which saves the halves as megatron-core does (as two
     chunks) without ever concatenating them."""
@@ -152,7 +153,7 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
         if tuple(shard.shape) != tuple(param.shape):
             raise AnemoneError(f"HF tensor(s) {list(row.hf)} give shape {tuple(shard.shape)} for Megatron "
                                f"'{name}', which expects {tuple(param.shape)}: config.json does not match the weights")
-        _fill(param, shard)
+        _fill(param, shard, alias=gated_parts is not None)
         used.update(row.hf)
     reader.close()
     if missing_hf:
@@ -168,17 +169,19 @@ def load_hf_weights(model: torch.nn.Module, hf_folder: str | Path, arch: ArchBri
     return {"loaded": len(params), "hf_tensors": len(reader.where)}
 
 
-def _fill(param: torch.Tensor, shard: torch.Tensor) -> None:
-    """Make `param` hold `shard`'s values, without a copy where possible.
+def _fill(param: torch.Tensor, shard: torch.Tensor, alias: bool = False) -> None:
+    """Make `param` hold `shard`'s values; with `alias`, without a copy where possible.
 
-    A shard that is contiguous and owns exactly its storage (a whole safetensors tensor, mapped from the file
-    copy-on-write, or a tensor the table just built) becomes the parameter's data: the untouched allocation is
-    dropped and nothing is copied (a copy of the model was 5 s of a 13 s import of a 1.4 GB model here).
-    torch DCP saves such a tensor as is; a view into a larger storage (a TP chunk) it would clone, so those
-    are copied into the parameter as before."""
+    With `alias` (a model built only to be saved: `import`), a shard that is contiguous and owns exactly its
+    storage (a whole safetensors tensor, mapped from the file copy-on-write, or a tensor the table just built)
+    becomes the parameter's data: the untouched allocation is dropped and nothing is copied (a copy of the
+    model was 5 s of a 13 s import of a 1.4 GB model here). torch DCP saves such a tensor as is; a view into a
+    larger storage (a TP chunk) it would clone, so those are copied as before. Without `alias` (a model the
+    caller keeps) every value is copied, so the parameters never depend on the HF files staying unchanged
+    (a file rewritten in place under a mapping changes or, if truncated, faults the mapped pages)."""
     shard = shard.to(param.dtype)
     owns_storage = shard.storage_offset() == 0 and shard.untyped_storage().nbytes() == shard.nbytes
-    if shard.device == param.device and shard.is_contiguous() and owns_storage:
+    if alias and shard.device == param.device and shard.is_contiguous() and owns_storage:
         param.data = shard
     else:
         param.data.copy_(shard)
