@@ -219,3 +219,17 @@ def test_workers_send_each_policy_worker_its_share_and_stitch_logprobs():
     assert w.train_step(batch) == {"rank": 0}  # rank 0's answer (the group's metrics)
     assert [f.seen for f in fakes] == [[0, 1, 4, 5], [2, 3, 6, 7]]
     assert w.policy_logprobs(batch).flatten().tolist() == [i + 0.5 for i in range(8)]
+
+
+def test_ray_auto_does_not_fall_back_to_in_process_with_a_group(monkeypatch, tiny_dir):
+    """ray.enabled=auto runs one worker in-process when Ray fails to start, but a group cannot: it says why."""
+    from anemone_core.errors import AnemoneError
+    from anemone_rl import ray_setup
+
+    def fail(*args, **kwargs):
+        raise AnemoneError("a local Ray instance failed to start")
+
+    monkeypatch.setattr(ray_setup, "init_ray", fail)
+    cfg = load_config(GRPOConfig, None, [f"model.path={tiny_dir}", "grpo.policy_workers=2", "grpo.micro_batch_size=2"])
+    with pytest.raises(AnemoneError, match="cannot fall back to in-process workers.*grpo.policy_workers=1"):
+        ray_setup.start_workers(cfg)
