@@ -32,6 +32,7 @@ class Workers:
     use_ray: bool = True
     policies: list[Any] = field(default_factory=list)
     mini_batches: int = 1
+    placement: Any | None = None  # the Ray placement group packing a policy group onto one node
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -98,6 +99,10 @@ class Workers:
         members = (*self.policies, self.generator, self.reference, self.env)
         for actor in {id(a): a for a in members if a}.values():
             ray.kill(actor)
+        if self.placement is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.placement)
 
 
 def free_port() -> int:
@@ -185,9 +190,17 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
         # (which would leave actors pending forever on a 2-CPU machine).
         cpus = min(1.0, ray.available_resources().get("CPU", 1.0) / (n_model + 1))
         opts = {"num_cpus": cpus, "num_gpus": gpu / n_model if gpu else 0}
-        # A policy group rendezvous on this machine (gloo, 127.0.0.1): its actors must share one node.
-        port = free_port() if n_policy > 1 else 0
-        policies = [ray.remote(PolicyWorker).options(**opts).remote(*policy_args, r, n_policy, port)
+        port, group, pin = 0, None, [{}] * n_policy
+        if n_policy > 1:  # the group meets on 127.0.0.1 (gloo): its actors are packed onto one node
+            from ray.util.placement_group import placement_group
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            group = placement_group([{"CPU": cpus}] * n_policy, strategy="STRICT_PACK")
+            ray.get(group.ready())
+            pin = [{"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=r)}
+                   for r in range(n_policy)]
+            port = free_port()  # free on the driver's node (the usual case: a local instance)
+        policies = [ray.remote(PolicyWorker).options(**opts, **pin[r]).remote(*policy_args, r, n_policy, port)
                     for r in range(n_policy)]
         policy = policies[0]
         generator = policy if cfg.ray.colocated else ray.remote(GeneratorWorker).options(**opts).remote(*gen_args)
@@ -195,7 +208,7 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
         env = ray.remote(EnvWorker).options(num_cpus=0).remote(*env_args)
         ray.get([a.__ray_ready__.remote() for a in (*policies, generator, reference, env) if a is not None])
         w = Workers(policy, generator, reference, env, cfg.ray.colocated, policies=policies,
-                    mini_batches=cfg.grpo.mini_batches)
+                    mini_batches=cfg.grpo.mini_batches, placement=group)
     if resume_from is not None:
         w.load_optimizer(resume_from)
     return w
