@@ -98,8 +98,11 @@ def test_stop_strings_and_tokenizer_text():
     assert cut.token_ids == free.token_ids[: len(cut.token_ids)]
 
 
-def test_load_weights_refits_fused_copies():
-    a, b = tiny_model("llama", seed=0), tiny_model("llama", seed=5)
+@pytest.mark.parametrize("tied", [False, True])
+def test_load_weights_refits_fused_copies(tied):
+    """A tied model's state dict names the shared embedding twice (embed_tokens and lm_head): both are accepted."""
+    a, b = tiny_model("llama", seed=0, tie_word_embeddings=tied), tiny_model("llama", seed=5, tie_word_embeddings=tied)
+    assert ("lm_head.weight" in b.state_dict()) and (tied == (b.lm_head.weight is b.model.embed_tokens.weight))
     gen = TorchGenerator(a, eos_token_ids=[2])
     params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     gen.load_weights(b.state_dict())

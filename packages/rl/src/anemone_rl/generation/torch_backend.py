@@ -32,8 +32,8 @@ class TorchGenerator:
     @torch.no_grad()
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy new weights (HF names, as from `model.state_dict()`) into the model, then re-fuse."""
-        params = dict(self.model.named_parameters())
-        params.update(dict(self.model.named_buffers()))
+        params = dict(self.model.named_parameters(remove_duplicate=False))  # tied weights under both names
+        params.update(dict(self.model.named_buffers(remove_duplicate=False)))
         for name, tensor in state_dict.items():
             params[name].copy_(tensor)
         self.decoder.refresh()
