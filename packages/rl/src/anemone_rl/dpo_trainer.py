@@ -23,6 +23,10 @@ from anemone_rl.dpo_config import DPOConfig
 from anemone_rl.local_state import LocalState
 from anemone_rl.policy import load_policy
 
+# The rejected answers of the built-in held-out pairs are drawn with a fixed seed, not run.seed: runs with
+# different seeds are scored on the same pairs (1 is what run.seed=0 drew before, so its figures still hold).
+EVAL_PAIRS_SEED = 1
+
 
 def load_preference_rows(source: str, field: str, seed: int = 0, per_question: int = 1) -> list[dict[str, Any]]:
     """Preference rows; the built-in arithmetic task is turned into pairs (`per_question` nearby wrong answers
@@ -130,7 +134,7 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
                     pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.train"))
     eval_pairs: list[tuple[dict, dict]] = []
     if cfg.data.eval:
-        rows = load_preference_rows(cfg.data.eval, "data.eval", cfg.run.seed + 1)[: cfg.data.eval_pairs]
+        rows = load_preference_rows(cfg.data.eval, "data.eval", EVAL_PAIRS_SEED)[: cfg.data.eval_pairs]
         eval_pairs = LazyMap(rows, pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.eval")).all()
     state = LocalState(model, tokenizer, cfg.optim, cfg.dpo.steps)
     if ckpt is not None:
