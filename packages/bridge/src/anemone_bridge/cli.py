@@ -2,7 +2,7 @@
 
     anemone bridge list                                   # supported architectures
     anemone bridge verify --json                          # embedded SmolLM2, TP=1, on the CPU
-    anemone bridge verify --model tiny_qwen3 --tp 2       # 2 ranks over gloo, launched for you
+    anemone bridge verify --model ./qwen3_folder --tp 2   # 2 ranks over gloo, launched for you
     anemone bridge import --tp 2 --out ckpt_tp2           # HF -> Megatron dist checkpoint
     anemone bridge export --megatron ckpt_tp2 --out hf    # Megatron (any layout) -> HF folder
     anemone bridge roundtrip --tp 2                       # import + export + tensor-by-tensor comparison
