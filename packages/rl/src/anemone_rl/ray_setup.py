@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from anemone_core.errors import AnemoneError, require
 from anemone_core.io import atomic_dir
+from anemone_core.launch import free_port  # also imported from here by spawn_group and tests
 from anemone_rl.grpo_config import GRPOConfig
 from anemone_rl.policy import split_for_workers
 
@@ -103,13 +103,6 @@ class Workers:
             from ray.util.placement_group import remove_placement_group
 
             remove_placement_group(self.placement)
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now, for the policy group's rendezvous."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def init_ray(address: str | None, num_cpus: int | None, attempts: int = 3) -> None:

@@ -239,7 +239,8 @@ class BatchingEngine:
                     self._decode_step(batch)
             except Exception as exc:  # answer every request in flight; the engine stays up for the next
                 err = f"{type(exc).__name__}: {exc}"
-                for r in [s.row.req for s in batch.slots] + [r for r in new if all(r is not s.row.req for s in batch.slots)]:
+                running = [s.row.req for s in batch.slots]
+                for r in running + [r for r in new if not any(r is q for q in running)]:  # not yet merged
                     r.sink(Finished("error", "", len(r.prompt_ids), 0, error=err))
                 batch = _Batch()
         self._alive = False

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import threading
 import time
 
 from anemone_core.config import validate
+from anemone_core.launch import free_port  # also imported from here by ray_serve and tests
 from anemone_export.server.config import ServeConfig
 
 _FLAGS = {  # flag -> (ServeConfig field, type)
@@ -37,12 +37,6 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
 def config_from_flags(args: argparse.Namespace) -> ServeConfig:
     data = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in _FLAGS.items()}
     return validate(ServeConfig, {k: v for k, v in data.items() if v is not None}, source="serve flags")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _announce(cfg: ServeConfig, port: int, as_json: bool, extra: str = "") -> None:
