@@ -158,7 +158,10 @@ def test_requests_join_a_running_batch_and_decode_as_alone(tiny_source):
         alone, _ = asyncio.run(run(single, staggered=False))
         assert texts == alone
         assert order[-1] == "Hi"  # the 40-token request finished last: the others decoded beside it
-        assert cont.metrics.batch.count == 2  # two prefills: the first request, then the two that joined
+        # each prompt was prefilled exactly once: the first alone, the two that joined together or one step apart
+        # (whether the second arrives before the engine thread admits the first is up to the scheduler)
+        assert cont.metrics.batch.sum == 3
+        assert cont.metrics.batch.count in (2, 3)
     finally:
         cont.close()
         single.close()
