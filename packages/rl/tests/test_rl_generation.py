@@ -42,6 +42,28 @@ def test_decoder_logits_match_hf_forward_with_left_padding(arch):
         logits = dec.decode(tok)
 
 
+def test_repeated_prompts_are_prefilled_once_and_decode_as_alone():
+    """GRPO's G samples of a prompt: the decoder runs each distinct prompt once and copies its cache rows, and
+    every repeat then decodes exactly as it does alone."""
+    model = tiny_model("qwen2", seed=4)
+    dec = FastDecoder(model)
+    batch = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
+    ids, valid = _left_pad(batch)
+    seen = []
+    forward = dec._forward
+    dec._forward = lambda ids_, pos, mask: seen.append(ids_.shape[0]) or forward(ids_, pos, mask)
+    dec.start(len(batch), ids.shape[1] + 3)
+    logits = dec.prefill(ids, valid)
+    assert seen == [3]  # three distinct prompts, one prefill row each
+    tok = torch.tensor([40, 41, 42, 43, 44, 45])
+    logits2 = dec.decode(tok)
+    assert seen == [3, 6]  # decoding runs every row
+    for i, p in enumerate(batch):
+        ref = model(torch.tensor([p + [int(tok[i])]])).logits[0]
+        torch.testing.assert_close(logits[i], ref[-2], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(logits2[i], ref[-1], atol=2e-5, rtol=1e-4)
+
+
 def test_greedy_generation_matches_transformers_generate():
     model = tiny_model("llama", seed=1)
     gen = TorchGenerator(model, eos_token_ids=[2])
@@ -82,6 +104,24 @@ def test_top_k_and_top_p_restrict_support():
     tok, lp = sample_next(logits, 1.0, top_p=0.8, generator=g)
     assert set(tok.tolist()) == {0, 1}
     torch.testing.assert_close(lp[tok == 0][0], torch.log_softmax(logits[0], -1)[0])
+
+
+def test_inverse_cdf_draws_follow_the_distribution():
+    """Frequencies over 20,000 draws match the probabilities (5 standard errors), zero-probability tokens are
+    never drawn, and a seeded generator repeats its draws."""
+    from anemone_rl.generation.sampling import inverse_cdf
+
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.0, 0.05])
+    n = 20_000
+    draws = inverse_cdf(probs.repeat(n, 1), torch.Generator().manual_seed(3))
+    freq = torch.bincount(draws, minlength=6).double() / n
+    se = (probs.double() * (1 - probs.double()) / n).sqrt()
+    assert bool(((freq - probs.double()).abs() <= 5 * se + 1e-12).all()), freq
+    assert freq[1] == 0 and freq[4] == 0
+    again = inverse_cdf(probs.repeat(n, 1), torch.Generator().manual_seed(3))
+    assert torch.equal(draws, again)
+    # unnormalised rows (a truncated softmax's float error) are scaled by their total, not clipped
+    assert set(inverse_cdf(torch.tensor([[0.0, 2.0, 0.0]]).repeat(50, 1)).tolist()) == {1}
 
 
 def test_stop_strings_and_tokenizer_text():

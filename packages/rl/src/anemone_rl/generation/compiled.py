@@ -22,6 +22,7 @@ class CompiledDecoder(FastDecoder):
     """Llama-family decoding with a torch.compile'd, static-shape decode step."""
 
     compacts = False
+    transpose_on_cpu = False  # the compiled step multiplies by the HF (out, in) layout; inductor picks its own
 
     def __init__(self, model: torch.nn.Module, mode: str | None = None) -> None:
         super().__init__(model)
