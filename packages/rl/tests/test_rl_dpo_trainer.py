@@ -58,6 +58,21 @@ def test_dpo_refuses_changed_config_on_resume(tiny_dir, tmp_path):
         train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null"))
 
 
+def test_dpo_finished_run_is_extended_by_raising_steps(tiny_dir, tmp_path):
+    """A finished 2-step run re-run with dpo.steps=4 resumes at step 2 and equals a 4-step run (constant lr,
+    step-indexed data)."""
+    full = train_dpo(_dpo(tiny_dir, tmp_path / "full", "dpo.steps=4", "data.eval=null"))
+    assert full["start_step"] == 0
+    train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=2", "data.eval=null"))
+    extended = train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=4", "data.eval=null"))
+    assert extended["start_step"] == 2
+    a = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "ext" / "metrics.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-7), ra["step"]
+
+
 def test_dpo_config_errors_name_values():
     with pytest.raises(ConfigError, match="batch_size = 6 does not split into micro_batch_size = 4"):
         load_config(DPOConfig, None, ["dpo.batch_size=6", "dpo.micro_batch_size=4"])

@@ -28,8 +28,13 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int | None = None) -> tuple[int, Path | None]:
-    """-> (step to start from, checkpoint folder to resume from or None)."""
+def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int | None = None,
+            steps_key: str | None = None) -> tuple[int, Path | None]:
+    """-> (step to start from, checkpoint folder to resume from or None).
+
+    `steps_key` ("dpo.steps") names the step count in `config`: it may differ from the checkpoint's, so a
+    finished run is extended by raising it (the data order is a function of seed and step; a decaying lr
+    schedule follows the new length from the resumed step on)."""
     if overwrite and out.exists():
         shutil.rmtree(out)
     ckpts = checkpoints(out)
@@ -41,9 +46,9 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
         return 0, None
     step, folder = ckpts[-1]
     saved = json.loads((folder / "state.json").read_text())
-    if saved.get("config") != config:
-        changed = sorted(k for k in set(saved.get("config", {})) | set(config)
-                         if saved.get("config", {}).get(k) != config.get(k))
+    before, now = _without(saved.get("config", {}), steps_key), _without(config, steps_key)
+    if before != now:
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise AnemoneError(f"run.out = {str(out)!r} holds a run with a different config (sections {changed}): "
                            f"resume with the same config, pass run.overwrite=true, or choose another run.out")
     if total_steps is not None and step >= total_steps and (out / "model").is_dir():
@@ -51,6 +56,15 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
                            f"{out / 'model'}): choose another run.out, raise the step count, or pass run.overwrite=true")
     truncate_metrics(out / "metrics.jsonl", step)
     return step, folder
+
+
+def _without(config: dict[str, Any], dotted: str | None) -> dict[str, Any]:
+    """A copy of config without the dotted key (section.field)."""
+    if dotted is None:
+        return config
+    section, key = dotted.split(".")
+    return {k: ({f: v for f, v in s.items() if f != key} if k == section and isinstance(s, dict) else s)
+            for k, s in config.items()}
 
 
 def truncate_metrics(path: Path, step: int) -> None:
