@@ -63,8 +63,8 @@ def test_dpo_finished_run_is_extended_by_raising_steps(tiny_dir, tmp_path):
     step-indexed data)."""
     full = train_dpo(_dpo(tiny_dir, tmp_path / "full", "dpo.steps=4", "data.eval=null"))
     assert full["start_step"] == 0
-    train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=2", "data.eval=null"))
-    extended = train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=4", "data.eval=null"))
+    train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=2", "data.eval=null", "run.overwrite=true"))
+    extended = train_dpo(_dpo(tiny_dir, tmp_path / "ext", "dpo.steps=4", "data.eval=null"))  # overwrite not compared
     assert extended["start_step"] == 2
     a = read_metrics(tmp_path / "full" / "metrics.jsonl")
     b = read_metrics(tmp_path / "ext" / "metrics.jsonl")

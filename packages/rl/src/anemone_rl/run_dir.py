@@ -46,7 +46,8 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
         return 0, None
     step, folder = ckpts[-1]
     saved = json.loads((folder / "state.json").read_text())
-    before, now = _without(saved.get("config", {}), steps_key), _without(config, steps_key)
+    free = (steps_key, *NOT_COMPARED)
+    before, now = _without(saved.get("config", {}), free), _without(config, free)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise AnemoneError(f"run.out = {str(out)!r} holds a run with a different config (sections {changed}): "
@@ -58,12 +59,17 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
     return step, folder
 
 
-def _without(config: dict[str, Any], dotted: str | None) -> dict[str, Any]:
-    """A copy of config without the dotted key (section.field)."""
-    if dotted is None:
-        return config
-    section, key = dotted.split(".")
-    return {k: ({f: v for f, v in s.items() if f != key} if k == section and isinstance(s, dict) else s)
+NOT_COMPARED = ("run.overwrite", "run.progress")
+"""Fields that do not change what a run computes: a run started with run.overwrite=true resumes without it."""
+
+
+def _without(config: dict[str, Any], dotted: tuple[str | None, ...]) -> dict[str, Any]:
+    """A copy of config without the dotted keys (section.field)."""
+    drop: dict[str, set[str]] = {}
+    for d in filter(None, dotted):
+        section, key = d.split(".")
+        drop.setdefault(section, set()).add(key)
+    return {k: ({f: v for f, v in s.items() if f not in drop[k]} if k in drop and isinstance(s, dict) else s)
             for k, s in config.items()}
 
 
