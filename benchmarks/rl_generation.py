@@ -160,7 +160,7 @@ def main() -> None:
                 f"{args.samples_per_prompt} sample(s) per prompt",
                 ["batch", "side", "tok/s", "tok/CPU s", "transformers tok/s", "transformers tok/CPU s",
                  "speed-up wall", "speed-up CPU"], rows)
-    print_table("matmul floor (the decode step's weight matmuls alone): the most any fp32 decoder can reach here",
+    print_table("matmul floor (the prefill and decode weight matmuls alone): the most any fp32 decoder can reach here",
                 ["batch", "floor tok/s", "floor tok/CPU s", "max speed-up over transformers (CPU)",
                  "ours: CPU s / floor CPU s", "max speed-up over transformers (wall)"], floors)
 
