@@ -55,4 +55,5 @@ def test_grpo_beats_sft_warmup_and_shuffled_control(tiny_dir, tmp_path):
     assert learned["eval_accuracy_end"] >= start + 0.20, (start, learned["eval_accuracy_end"])
     assert control["eval_accuracy_end"] < start + 0.10, (start, control["eval_accuracy_end"])
     rewards = [r["reward_mean"] for r in read_metrics(tmp_path / "grpo" / "metrics.jsonl") if "reward_mean" in r]
-    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5
+    third = len(rewards) // 3  # sampled rewards at temperature 1 are noisy step to step: compare thirds
+    assert sum(rewards[-third:]) / third > sum(rewards[:third]) / third
