@@ -58,6 +58,20 @@ def test_dpo_refuses_changed_config_on_resume(tiny_dir, tmp_path):
         train_dpo(_dpo(tiny_dir, tmp_path / "r", "dpo.steps=1", "data.eval=null"))
 
 
+def test_wrong_model_path_leaves_no_run_folder(tmp_path):
+    """A wrong model.path is refused before the run folder is made (or, with overwrite, wiped)."""
+    from anemone_core.errors import AnemoneError
+
+    with pytest.raises(AnemoneError, match="does not exist"):
+        train_dpo(_dpo(tmp_path / "nope", tmp_path / "run", "dpo.steps=1"))
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(AnemoneError, match="does not exist"):
+        train_dpo(_dpo(tmp_path / "nope", tmp_path / "kept", "dpo.steps=1", "run.overwrite=true"))
+    assert (tmp_path / "kept" / "metrics.jsonl").is_file()
+
+
 def test_dpo_finished_run_is_extended_by_raising_steps(tiny_dir, tmp_path):
     """A finished 2-step run re-run with dpo.steps=4 resumes at step 2 and equals a 4-step run (constant lr,
     step-indexed data)."""

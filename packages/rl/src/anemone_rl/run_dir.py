@@ -16,6 +16,7 @@ from typing import Any
 
 from anemone_core.errors import AnemoneError
 from anemone_core.io import atomic_dir, atomic_write_text
+from anemone_core.models import resolve_model
 
 _STEP = re.compile(r"^step-(\d{6})$")
 
@@ -32,9 +33,13 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
             steps_key: str | None = None) -> tuple[int, Path | None]:
     """-> (step to start from, checkpoint folder to resume from or None).
 
+    The starting model (`config["model"]["path"]`) is checked first: a wrong path neither creates `out` nor
+    wipes it under `overwrite`.
+
     `steps_key` ("dpo.steps") names the step count in `config`: it may differ from the checkpoint's, so a
     finished run is extended by raising it (the data order is a function of seed and step; a decaying lr
     schedule follows the new length from the resumed step on)."""
+    resolve_model(config.get("model", {}).get("path"))  # raises, naming the path and the fix
     if overwrite and out.exists():
         shutil.rmtree(out)
     ckpts = checkpoints(out)
