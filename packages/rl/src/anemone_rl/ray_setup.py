@@ -149,7 +149,7 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
     threads, dev, dtype = cfg.run.threads, cfg.ray.device, cfg.model.dtype
     policy_args = (start_path, dtype, cfg.optim.model_dump(), cfg.grpo.model_dump(), cfg.grpo.steps, cfg.run.seed,
                    threads, dev, cfg.ray.colocated)
-    gen_args = (start_path, dtype, cfg.ray.generator, threads, dev, cfg.run.seed)
+    gen_args = (start_path, dtype, cfg.ray.generator, threads, dev, cfg.run.seed, cfg.grpo.gen_matmul_dtype)
     # The reference is always the run's starting model, also after a resume.
     ref_args = (base, dtype, cfg.grpo.micro_batch_size, cfg.grpo.temperature, threads, dev)
     env_args = (cfg.env.reward, cfg.env.timeout_s)

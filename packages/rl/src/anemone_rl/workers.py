@@ -34,7 +34,7 @@ def _generator(model: Any, tokenizer: Any, backend: str = "torch", model_path: s
         return VLLMGenerator(model_path, tokenizer, **kw)
     from anemone_rl.generation import TorchGenerator
 
-    return TorchGenerator(model, tokenizer=tokenizer)
+    return TorchGenerator(model, tokenizer=tokenizer, **kw)
 
 
 class PolicyWorker:
@@ -64,7 +64,9 @@ class PolicyWorker:
             gen_model = self.state.host  # None on ranks > 0
         else:
             self.state = LocalState(self.model, self.tokenizer, optim_cfg, steps)
-        self.gen = _generator(gen_model, self.tokenizer) if colocated and gen_model is not None else None
+        matmul = algo.get("gen_matmul_dtype", "float32")
+        self.gen = (_generator(gen_model, self.tokenizer, matmul_dtype=matmul)
+                    if colocated and gen_model is not None else None)
 
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
@@ -188,7 +190,7 @@ class GeneratorWorker:
     """A separate generator (separate mode): receives the policy's weights after every update."""
 
     def __init__(self, model_path: str | None, dtype: str, backend: str = "torch", threads: int = 0,
-                 device: str = "cpu", seed: int = 0) -> None:
+                 device: str = "cpu", seed: int = 0, matmul_dtype: str = "float32") -> None:
         _setup(threads, seed)
         model, tok = (None, None)
         if backend == "torch":
@@ -197,7 +199,8 @@ class GeneratorWorker:
             from anemone_automodel.model import load_tokenizer
 
             tok = load_tokenizer(model_path)
-        self.gen = _generator(model, tok, backend, model_path)
+        self.gen = _generator(model, tok, backend, model_path,
+                              **({"matmul_dtype": matmul_dtype} if backend == "torch" else {}))
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         return self.gen.generate(prompts, params)

@@ -7,6 +7,13 @@ module followed by `refresh()` is all weight sync needs. `HFDecoder` is the fall
 (MoE, sliding windows) through `model(..., past_key_values=DynamicCache)`.
 
 Both take left-padded prompts: ids (B, P) with `valid` (B, P) marking real tokens.
+
+`FastDecoder(matmul_dtype="bfloat16")` runs the weight matmuls (the fused projections and the LM head) in
+bf16 with fp32 accumulation and everything else (embeddings, norms, RoPE, attention, the KV cache, the residual
+stream, logits) in fp32, as TF32 does on a GPU. On CPU the bf16 matrices are pre-packed once per refit for
+oneDNN (`torch.ops.mkldnn._reorder_linear_weight`), whose AMX / AVX512-BF16 kernels then run any batch size;
+on CUDA they are plain bf16 copies. Generated logprobs then differ from the fp32 trainer's by bf16 rounding
+(the GRPO mismatch metric shows how much); the trainer always scores in its own precision.
 """
 
 from __future__ import annotations
@@ -15,6 +22,19 @@ import torch
 import torch.nn.functional as F
 
 FAST_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def check_matmul_dtype(matmul_dtype: str, device: torch.device | str) -> torch.dtype:
+    """The torch dtype of a `matmul_dtype` name, or a ValueError saying what to set instead."""
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise ValueError(f"matmul_dtype={matmul_dtype!r}: use one of {sorted(MATMUL_DTYPES)}")
+    dtype = MATMUL_DTYPES[matmul_dtype]
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not (
+            torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        raise ValueError("matmul_dtype='bfloat16' on CPU needs oneDNN with bf16 support (a CPU with "
+                         "AVX512-BF16 or AMX); this one has none: set matmul_dtype='float32'")
+    return dtype
 
 
 def fast_supported(model: torch.nn.Module) -> bool:
@@ -37,8 +57,9 @@ class FastDecoder:
     compacts = True  # finished rows can be dropped from the batch (`keep`)
     transpose_on_cpu = True  # see refresh
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, matmul_dtype: str = "float32") -> None:
         self.model = model
+        self.matmul_dtype = check_matmul_dtype(matmul_dtype, model.model.embed_tokens.weight.device)
         cfg = model.config
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
@@ -54,11 +75,19 @@ class FastDecoder:
         batch sizes that layout is faster than `F.linear` on the HF (out, in) layout (measured on this 2-core
         host, one thread, SmolLM2-135M's matrices: 1.16x at batch 1, 1.33x at batch 8, equal at 32; the
         matmul-floor rows of benchmarks/rl_generation.py). It costs a copy of the weights; on a GPU, where
-        the layout does not matter to cuBLAS, the fused matrices keep the HF layout."""
-        self.transposed = self.transpose_on_cpu and self.model.model.embed_tokens.weight.device.type == "cpu"
+        the layout does not matter to cuBLAS, the fused matrices keep the HF layout. With bf16 matmuls on CPU
+        the matrices are oneDNN-packed bf16 copies instead (see the module docstring)."""
+        on_cpu = self.model.model.embed_tokens.weight.device.type == "cpu"
+        low = self.matmul_dtype != torch.float32
+        self.packed = low and on_cpu
+        self.transposed = self.transpose_on_cpu and on_cpu and not low
 
         def mat(*ws: torch.Tensor) -> torch.Tensor:  # (out, in) pieces -> the matrix `_linear` multiplies by
             w = torch.cat(ws) if len(ws) > 1 else ws[0]
+            if self.packed:
+                return torch.ops.mkldnn._reorder_linear_weight(w.to(self.matmul_dtype))
+            if low:
+                return w.to(self.matmul_dtype)
             return w.t().contiguous() if self.transposed else w
 
         self.layers = []
@@ -85,10 +114,18 @@ class FastDecoder:
         self.head_b = getattr(self.model.lm_head, "bias", None)
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., in) -> (..., out) by a matrix from `refresh` (transposed on CPU)."""
-        if not self.transposed:
+        """x (..., in) -> (..., out) by a matrix from `refresh` (transposed on CPU; bf16, maybe packed).
+
+        With bf16 matmuls, x is rounded to bf16, the product accumulates in fp32 and comes back as bf16 values
+        in an fp32 tensor (what an HF model whose Linear layers run in bf16 computes)."""
+        if self.packed:
+            y = torch.ops.mkldnn._linear_pointwise(x.to(self.matmul_dtype), w, None, "none", [], "").float()
+        elif self.matmul_dtype != torch.float32:
+            y = F.linear(x.to(self.matmul_dtype), w).float()
+        elif not self.transposed:
             return F.linear(x, w, b)
-        y = x @ w
+        else:
+            y = x @ w
         return y if b is None else y + b
 
     def start(self, batch: int, max_len: int) -> None:
@@ -215,15 +252,24 @@ class HFDecoder:
         return out.logits[:, -1]
 
 
-def build_decoder(model: torch.nn.Module, fast: bool = True, compile: bool = False) -> FastDecoder | HFDecoder:
+def build_decoder(model: torch.nn.Module, fast: bool = True, compile: bool = False,
+                  matmul_dtype: str = "float32") -> FastDecoder | HFDecoder:
     """FastDecoder for Llama-family models (its decode step torch.compile'd with `compile`), else HFDecoder."""
+    check_matmul_dtype(matmul_dtype, next(model.parameters()).device)
+    special = [name for name, on in [("compile=True", compile), (f"matmul_dtype={matmul_dtype!r}",
+                                                                  matmul_dtype != "float32")] if on]
     if not (fast and fast_supported(model)):
-        if compile:
-            raise ValueError(f"compile=True needs a Llama-family model ({sorted(FAST_TYPES)}, SiLU, no sliding "
-                             f"window); got model_type={model.config.model_type!r}: set compile=False")
+        if special:
+            raise ValueError(f"{' and '.join(special)} needs the fast decoder, which runs Llama-family models "
+                             f"({sorted(FAST_TYPES)}, SiLU, no sliding window); got model_type="
+                             f"{model.config.model_type!r}{'' if fast else ' with fast=False'}: leave them at "
+                             f"their defaults (compile=False, matmul_dtype='float32')")
         return HFDecoder(model)
     if compile:
+        if matmul_dtype != "float32":
+            raise ValueError(f"compile=True runs fp32 matmuls; got matmul_dtype={matmul_dtype!r}: choose one of "
+                             "the two (matmul_dtype='bfloat16' alone is the faster on a CPU with AMX)")
         from anemone_rl.generation.compiled import CompiledDecoder
 
         return CompiledDecoder(model)
-    return FastDecoder(model)
+    return FastDecoder(model, matmul_dtype)
