@@ -47,5 +47,5 @@ def test_compiled_generator_follows_a_refit():
 
 
 def test_compile_refuses_models_outside_the_llama_family():
-    with pytest.raises(ValueError, match="compile=True needs a Llama-family model"):
+    with pytest.raises(ValueError, match="compile=True needs the fast decoder, which runs Llama-family models"):
         TorchGenerator(tiny_model("mixtral", seed=0), eos_token_ids=[2], compile=True)

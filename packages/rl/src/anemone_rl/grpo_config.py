@@ -52,6 +52,10 @@ class GRPOAlgoConfig(AnemoneConfig):
     """Divide advantages by the group's reward std."""
     filter_equal_groups: bool = False
     """Drop groups whose rewards are all equal (they carry no gradient) from the update."""
+    share_prompt_forward: bool = True
+    """Trainer and reference run each distinct prompt of a micro-batch once and the G responses on its KV cache
+    (`shared_prompt.py`); the logprobs and gradients equal the plain forward's to float rounding. Largest gain
+    when prompts are long and responses short; micro-batches holding whole groups share the most."""
 
     @field_validator("generations_per_prompt")
     @classmethod

@@ -81,13 +81,20 @@ def split_for_workers(batch: dict[str, torch.Tensor], workers: int, mini_batches
 
 def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0,
                      with_entropy: bool = False, response_mask: torch.Tensor | None = None,
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                     share_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token logprobs (B, L-1) of input_ids under the model (and entropies (B, L-1) if asked).
 
     With `response_mask` (B, L-1), the LM head and the softmax run only from the first column any row scores
     a response token (HF `logits_to_keep`): prompt positions need no logits, and the head over a 49k vocabulary
-    is a fifth of a small model's forward. Entries before that column are 0.
+    is a fifth of a small model's forward. Entries before that column are 0. With `share_prompts` too, rows
+    that repeat a prompt run it once (`shared_prompt.py`); then only response entries are filled.
     """
+    if share_prompts and response_mask is not None:
+        from anemone_rl.shared_prompt import shared_prompt_logprobs
+
+        shared = shared_prompt_logprobs(model, input_ids, attention_mask, response_mask, temperature, with_entropy)
+        if shared is not None:
+            return shared
     B, L = input_ids.shape
     first = 0
     if response_mask is not None and bool(response_mask.any()):
@@ -107,7 +114,7 @@ def forward_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.
 
 @torch.no_grad()
 def batched_logprobs(model: Any, batch: dict[str, torch.Tensor], micro_batch_size: int,
-                     temperature: float = 1.0) -> torch.Tensor:
+                     temperature: float = 1.0, share_prompts: bool = False) -> torch.Tensor:
     """Logprobs (B, L-1) of a whole batch, computed micro-batch by micro-batch without gradients."""
     was = model.training
     model.eval()
@@ -118,7 +125,8 @@ def batched_logprobs(model: Any, batch: dict[str, torch.Tensor], micro_batch_siz
         attn = batch["attention_mask"][start : start + micro_batch_size]
         W = int(attn.sum(-1).max())
         rmask = batch["response_mask"][start : start + micro_batch_size, : W - 1] if "response_mask" in batch else None
-        lp, _ = forward_logprobs(model, ids[:, :W], attn[:, :W], temperature, response_mask=rmask)
+        lp, _ = forward_logprobs(model, ids[:, :W], attn[:, :W], temperature, response_mask=rmask,
+                                 share_prompts=share_prompts)
         out[start : start + ids.shape[0], : W - 1] = lp.float()
     model.train(was)
     return out

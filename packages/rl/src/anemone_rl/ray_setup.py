@@ -151,7 +151,8 @@ def start_workers(cfg: GRPOConfig, resume_from: Path | None = None) -> Workers:
                    threads, dev, cfg.ray.colocated)
     gen_args = (start_path, dtype, cfg.ray.generator, threads, dev, cfg.run.seed, cfg.grpo.gen_matmul_dtype)
     # The reference is always the run's starting model, also after a resume.
-    ref_args = (base, dtype, cfg.grpo.micro_batch_size, cfg.grpo.temperature, threads, dev)
+    ref_args = (base, dtype, cfg.grpo.micro_batch_size, cfg.grpo.temperature, threads, dev,
+                cfg.grpo.share_prompt_forward)
     env_args = (cfg.env.reward, cfg.env.timeout_s)
     n_policy = cfg.grpo.policy_workers
     use_ray = cfg.ray.enabled is not False

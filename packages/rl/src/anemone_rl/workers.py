@@ -93,7 +93,7 @@ class PolicyWorker:
 
     def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return batched_logprobs(self.model, _to(batch, self.device), self.algo["micro_batch_size"],
-                                self.algo["temperature"]).cpu()
+                                self.algo["temperature"], self.algo.get("share_prompt_forward", False)).cpu()
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One GRPO update: `mini_batches` optimizer steps, gradients accumulated over micro-batches.
@@ -123,7 +123,8 @@ class PolicyWorker:
                     self.model.set_requires_gradient_sync(i == len(mbs) - 1)
                 mask = mb["response_mask"]
                 lp, ent = forward_logprobs(self.model, mb["input_ids"], mb["attention_mask"], a["temperature"],
-                                           with_entropy=True, response_mask=mask)  # (b, W-1)
+                                           with_entropy=True, response_mask=mask,
+                                           share_prompts=a.get("share_prompt_forward", False))  # (b, W-1)
                 old = mb["old_logprobs"] if "old_logprobs" in mb else lp.detach()
                 loss, st = clipped_policy_loss(
                     lp, old, mb["advantages"], mask, a["eps_low"], a["eps_high"], a["normalization"],
@@ -177,13 +178,15 @@ class ReferenceWorker:
     """The frozen starting policy, for the KL term."""
 
     def __init__(self, model_path: str | None, dtype: str, micro_batch_size: int, temperature: float,
-                 threads: int = 0, device: str = "cpu") -> None:
+                 threads: int = 0, device: str = "cpu", share_prompts: bool = False) -> None:
         _setup(threads, 0)
         self.model, _ = load_policy(model_path, dtype, device, train=False)
         self.device, self.mbs, self.temperature = device, micro_batch_size, temperature
+        self.share_prompts = share_prompts
 
     def logprobs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return batched_logprobs(self.model, _to(batch, self.device), self.mbs, self.temperature).cpu()
+        return batched_logprobs(self.model, _to(batch, self.device), self.mbs, self.temperature,
+                                self.share_prompts).cpu()
 
 
 class GeneratorWorker:

@@ -157,14 +157,13 @@ class FastDecoder:
         for i, w in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), w["ln1"], self.eps)
             qkv = self._linear(h, w["qkv"], w["qkv_b"])  # (B, S, (H + 2 Hkv) D)
-            q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
-            q = q.view(B, S, H, D)
-            k = k.view(B, S, Hkv, D)
+            qk, v = qkv.split([(H + Hkv) * D, Hkv * D], dim=-1)
+            qk = qk.view(B, S, H + Hkv, D)
             if w["q_norm"] is not None:  # qwen3: RMSNorm per head on q and k
-                q, k = w["q_norm"](q), w["k_norm"](k)
-            q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, S, D), (B, Hkv, S, D)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+                qk = torch.cat([w["q_norm"](qk[:, :, :H]), w["k_norm"](qk[:, :, H:])], dim=2)
+            qk = qk.transpose(1, 2)  # (B, H + Hkv, S, D): RoPE on the q and k heads at once
+            qk = qk * cos + _rotate_half(qk) * sin
+            q, k = qk[:, :H], qk[:, H:]  # (B, H, S, D), (B, Hkv, S, D)
             self.k[i, :, :, t0:t1] = k
             self.v[i, :, :, t0:t1] = v.view(B, S, Hkv, D).transpose(1, 2)
             att = F.scaled_dot_product_attention(
