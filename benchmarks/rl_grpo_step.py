@@ -8,7 +8,10 @@ one optimizer step per generation batch, the math verifier as reward. The first 
 and is left out; the table gives the median of the remaining steps, in wall seconds and in CPU seconds of the
 process (everything runs in it: our in-process workers, TRL's trainer), which other jobs on a shared machine
 distort far less (with `--ray` our workers are other processes: the CPU column then counts only the driver).
-`--rounds 2` runs ours, TRL, ours, TRL, pooling the steps of each side.
+`--rounds 2` runs ours, TRL, ours, TRL, pooling the steps of each side. `--ablate` also runs ours without the
+shared-prompt forward (`grpo.share_prompt_forward=false`: every row runs its prompt, as TRL does) and ours with
+bf16 generation matmuls (`grpo.gen_matmul_dtype=bfloat16`, not TRL's setting: its generation is fp32), each
+as its own column of the same table.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from anemone_core.cli import print_table
 P, G, NEW = 4, 4, 24
 
 
-def ours(steps: int, threads: int, use_ray: bool) -> tuple[list[float], list[float]]:
+def ours(steps: int, threads: int, use_ray: bool, extra: tuple[str, ...] = ()) -> tuple[list[float], list[float]]:
     from anemone_core.config import load_config
     from anemone_core.metrics import read_metrics
     from anemone_rl.grpo_config import GRPOConfig
@@ -36,7 +39,7 @@ def ours(steps: int, threads: int, use_ray: bool) -> tuple[list[float], list[flo
         f"run.out={out}/run", "run.progress=false", f"run.threads={threads}", f"ray.enabled={str(use_ray).lower()}",
         f"grpo.steps={steps}", f"grpo.prompts_per_step={P}", f"grpo.generations_per_prompt={G}",
         f"grpo.max_new_tokens={NEW}", "grpo.micro_batch_size=16", "grpo.kl_beta=0.01", "data.eval=null",
-        "optim.lr=1e-6"])
+        "optim.lr=1e-6", *extra])
     train(cfg)
     rows = [r for r in read_metrics(f"{out}/run/metrics.jsonl") if "step_time_s" in r]
     return [r["step_time_s"] for r in rows], [r["step_cpu_s"] for r in rows]
@@ -82,27 +85,42 @@ def trl(steps: int, threads: int) -> tuple[list[float], list[float]]:
     return times, cpus
 
 
+ABLATIONS = {"no prompt sharing": ("grpo.share_prompt_forward=false",),
+             "bf16 generation": ("grpo.gen_matmul_dtype=bfloat16",)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ray", action="store_true", help="run our workers as Ray actors (colocated)")
     ap.add_argument("--rounds", type=int, default=1, help="alternate ours and TRL this many times")
+    ap.add_argument("--ablate", action="store_true", help="also run ours without prompt sharing, and with bf16 "
+                                                          "generation matmuls")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
+    ours_name = "anemone-rl" + (" (Ray)" if args.ray else " (in-process)")
+    sides = {ours_name: (), **(ABLATIONS if args.ablate else {})}
+    wall: dict[str, list[float]] = {k: [] for k in [*sides, "TRL GRPOTrainer"]}
+    cpu: dict[str, list[float]] = {k: [] for k in wall}
     for _ in range(args.rounds):
-        w, c = ours(args.steps, args.threads, args.ray)
-        print("anemone-rl step wall s:", [round(x, 2) for x in w], "CPU s:", [round(x, 2) for x in c], flush=True)
-        a_wall, a_cpu = a_wall + w[1:], a_cpu + c[1:]  # the first step of each run is a warm-up
+        for name, extra in sides.items():
+            w, c = ours(args.steps, args.threads, args.ray, extra)
+            print(f"{name} step wall s:", [round(x, 2) for x in w], "CPU s:", [round(x, 2) for x in c], flush=True)
+            wall[name] += w[1:]  # the first step of each run is a warm-up
+            cpu[name] += c[1:]
         w, c = trl(args.steps, args.threads)
         print("TRL step wall s:", [round(x, 2) for x in w], "CPU s:", [round(x, 2) for x in c], flush=True)
-        b_wall, b_cpu = b_wall + w[1:], b_cpu + c[1:]
+        wall["TRL GRPOTrainer"] += w[1:]
+        cpu["TRL GRPOTrainer"] += c[1:]
     med = statistics.median
+    trl_w, trl_c = med(wall["TRL GRPOTrainer"]), med(cpu["TRL GRPOTrainer"])
+    rows = [[name, round(med(wall[name]), 2), round(med(cpu[name]), 2), round(trl_w / med(wall[name]), 2),
+             round(trl_c / med(cpu[name]), 2)] for name in wall]
     print_table(f"GRPO step, SmolLM2-135M fp32 CPU, {P}x{G} sequences, {NEW} new tokens, {args.threads} thread(s)",
-                ["", "anemone-rl" + (" (Ray)" if args.ray else " (in-process)"), "TRL GRPOTrainer", "speed-up"],
-                [["median step, wall s", round(med(a_wall), 2), round(med(b_wall), 2), round(med(b_wall) / med(a_wall), 2)],
-                 ["median step, CPU s", round(med(a_cpu), 2), round(med(b_cpu), 2), round(med(b_cpu) / med(a_cpu), 2)]])
+                ["side", "median step, wall s", "median step, CPU s", "speed-up over TRL (wall)",
+                 "speed-up over TRL (CPU)"], rows)
+
 
 if __name__ == "__main__":
     main()

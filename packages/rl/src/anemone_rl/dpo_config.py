@@ -27,6 +27,9 @@ class DPOAlgoConfig(AnemoneConfig):
     """Weight of an NLL term on the chosen responses (RPO-style); 0 = off."""
     max_length: int = Field(256, ge=8)
     """Pairs whose chosen or rejected conversation is longer (in tokens) are dropped."""
+    share_prompt_forward: bool = True
+    """Run each pair's common prompt once and both answers on its KV cache (policy and reference; the same
+    logprobs and gradients to float rounding; the policy's forward stays plain when sft_weight > 0)."""
 
     @model_validator(mode="after")
     def _divides(self) -> DPOAlgoConfig:

@@ -50,24 +50,34 @@ def pair_tokenizer(tokenizer: Any, max_length: int, field: str):
     return fn
 
 
-def pair_logprobs(model: Any, pairs: list[tuple[dict, dict]], pad_id: int,
-                  average: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def pair_logprobs(model: Any, pairs: list[tuple[dict, dict]], pad_id: int, average: bool,
+                  share: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
     """Sequence logprobs of the chosen (b,) and rejected (b,) responses, in one forward of 2b sequences.
 
     Also returns the batch with its logits (2b, L-first, V) and labels cut to the same columns, for an SFT term
     on the chosen half. The LM head runs only from the first column that scores a response token (`first`):
-    prompts are most of a short-answer pair, and the head is a fifth of a small model's forward."""
+    prompts are most of a short-answer pair, and the head is a fifth of a small model's forward.
+
+    With `share`, each pair's common prompt runs once and both answers on its KV cache (`shared_prompt.py`;
+    the same logprobs to float rounding); no logits are kept then (None for the batch)."""
     from anemone_automodel.data.collate import pad_collate
 
     batch = pad_collate([c for c, _ in pairs] + [r for _, r in pairs], pad_id)  # (2b, L)
     L = batch["input_ids"].shape[1]
     mask = (batch["labels"][:, 1:] != -100).float()  # (2b, L-1): entries scoring response tokens
+    b = len(pairs)
+    if share:
+        from anemone_rl.shared_prompt import shared_prompt_logprobs
+
+        shared = shared_prompt_logprobs(model, batch["input_ids"], batch["attention_mask"], mask)
+        if shared is not None:
+            seq = sequence_logprobs(shared[0], mask, average=average)  # (2b,)
+            return seq[:b], seq[b:], None
     first = int(mask.any(0).nonzero()[0]) if bool(mask.any()) else 0
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    logits_to_keep=L - first).logits  # (2b, L-first, V)
     lp = shifted_token_logprobs(logits, batch["input_ids"][:, first:])  # (2b, L-1-first)
     seq = sequence_logprobs(lp, mask[:, first:], average=average)  # (2b,)
-    b = len(pairs)
     return seq[:b], seq[b:], batch | {"logits": logits, "labels": batch["labels"][:, first:]}
 
 
@@ -83,11 +93,13 @@ def dpo_step(state: LocalState, reference: Any, pairs: list[tuple[dict, dict]], 
     for start in range(0, len(pairs), d.micro_batch_size):
         mb = pairs[start : start + d.micro_batch_size]
         with torch.no_grad():
-            rc, rr, _ = pair_logprobs(reference, mb, pad_id, ipo)
-        pc, pr, batch = pair_logprobs(state.model, mb, pad_id, ipo)
+            rc, rr, _ = pair_logprobs(reference, mb, pad_id, ipo, d.share_prompt_forward)
+        # the SFT term needs the chosen answers' logits, which the shared forward does not keep
+        pc, pr, batch = pair_logprobs(state.model, mb, pad_id, ipo, d.share_prompt_forward and d.sft_weight == 0)
         losses, st = dpo_loss(pc, pr, rc, rr, d.beta, d.loss_type, d.label_smoothing)  # (b,)
         loss = losses.sum() / len(pairs)
         if d.sft_weight > 0:  # NLL of the chosen responses (the first b sequences), token mean over the batch
+            assert batch is not None
             b = len(mb)
             sft = causal_lm_loss(batch["logits"][:b], batch["labels"][:b], reduction="mean")
             loss = loss + d.sft_weight * sft * len(mb) / len(pairs)
@@ -108,7 +120,8 @@ def evaluate(state: LocalState, pairs: list[tuple[dict, dict]], ref_cache: tuple
     ipo = cfg.dpo.loss_type == "ipo"
     pcs, prs = [], []
     for start in range(0, len(pairs), cfg.dpo.micro_batch_size):
-        pc, pr, _ = pair_logprobs(state.model, pairs[start : start + cfg.dpo.micro_batch_size], pad_id, ipo)
+        pc, pr, _ = pair_logprobs(state.model, pairs[start : start + cfg.dpo.micro_batch_size], pad_id, ipo,
+                                  cfg.dpo.share_prompt_forward)
         pcs.append(pc)
         prs.append(pr)
     pc, pr = torch.cat(pcs), torch.cat(prs)
@@ -143,7 +156,8 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
     if eval_pairs:  # the reference never changes: score the held-out pairs once
         ipo = cfg.dpo.loss_type == "ipo"
         with torch.no_grad():
-            chunks = [pair_logprobs(reference, eval_pairs[i : i + cfg.dpo.micro_batch_size], pad_id, ipo)
+            chunks = [pair_logprobs(reference, eval_pairs[i : i + cfg.dpo.micro_batch_size], pad_id, ipo,
+                                    cfg.dpo.share_prompt_forward)
                       for i in range(0, len(eval_pairs), cfg.dpo.micro_batch_size)]
         ref_cache = (torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks]))
     summary: dict[str, Any] = {"start_step": start, "pairs": len(pairs)}
