@@ -186,9 +186,9 @@ def test_dpo_with_the_shared_prompt_forward_matches_the_plain_forward(tiny_dir, 
     """Each pair's prompt run once (policy and reference, the default) or twice: the same run to float rounding."""
     runs = {}
     for share in ("true", "false"):
-        s = train_dpo(_dpo(tiny_dir, tmp_path / share, "dpo.steps=3", f"dpo.share_prompt_forward={share}"))
-        runs[share] = (s, read_metrics(tmp_path / share / "metrics.jsonl"))
-    (s1, m1), (s0, m0) = runs["true"], runs["false"]
+        train_dpo(_dpo(tiny_dir, tmp_path / share, "dpo.steps=3", f"dpo.share_prompt_forward={share}"))
+        runs[share] = read_metrics(tmp_path / share / "metrics.jsonl")
+    m1, m0 = runs["true"], runs["false"]
     for a, b in zip(m1, m0, strict=True):
         for k in ("loss", "margin", "grad_norm", "eval_reward_accuracy", "eval_margin"):
             if k in b:

@@ -6,20 +6,10 @@ import torch
 from anemone_core.testing import tiny_model, tiny_tokenizer
 from anemone_rl.algorithms import token_logprobs
 from anemone_rl.generation import SamplingParams, TorchGenerator
-from anemone_rl.generation.decoders import FastDecoder, HFDecoder, fast_supported
+from anemone_rl.generation.decoders import FastDecoder, HFDecoder, fast_supported, left_pad
 from anemone_rl.generation.sampling import sample_next
 
 PROMPTS = [[5, 17, 33, 8, 91, 100], [7, 3], [250, 251, 252, 9]]
-
-
-def _left_pad(prompts, pad=0):
-    P = max(map(len, prompts))
-    ids = torch.full((len(prompts), P), pad)
-    valid = torch.zeros(len(prompts), P, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor(p)
-        valid[i, P - len(p):] = True
-    return ids, valid
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "mixtral"])
@@ -27,7 +17,7 @@ def test_decoder_logits_match_hf_forward_with_left_padding(arch):
     model = tiny_model(arch, seed=3)
     dec = FastDecoder(model) if fast_supported(model) else HFDecoder(model)
     assert isinstance(dec, FastDecoder) == (arch != "mixtral")
-    ids, valid = _left_pad(PROMPTS)
+    ids, valid = left_pad(PROMPTS)
     dec.start(len(PROMPTS), ids.shape[1] + 3)
     logits = dec.prefill(ids, valid)
     extra = torch.tensor([11, 12, 13])
@@ -48,7 +38,7 @@ def test_repeated_prompts_are_prefilled_once_and_decode_as_alone():
     model = tiny_model("qwen2", seed=4)
     dec = FastDecoder(model)
     batch = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
-    ids, valid = _left_pad(batch)
+    ids, valid = left_pad(batch)
     seen = []
     forward = dec._forward
     dec._forward = lambda ids_, pos, mask: seen.append(ids_.shape[0]) or forward(ids_, pos, mask)

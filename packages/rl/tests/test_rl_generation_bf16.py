@@ -8,22 +8,12 @@ import torch.nn.functional as F
 from anemone_core.testing import tiny_model
 from anemone_rl.algorithms import token_logprobs
 from anemone_rl.generation import SamplingParams, TorchGenerator
-from anemone_rl.generation.decoders import FastDecoder, build_decoder
+from anemone_rl.generation.decoders import FastDecoder, build_decoder, left_pad
 
 BF16_CPU = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 needs_bf16 = pytest.mark.skipif(not BF16_CPU, reason="this CPU has no oneDNN bf16 support (AVX512-BF16 / AMX)")
 
 PROMPTS = [[5, 17, 33, 8, 91, 100], [7, 3], [250, 251, 252, 9]]
-
-
-def _left_pad(prompts, pad=0):
-    P = max(map(len, prompts))
-    ids = torch.full((len(prompts), P), pad)
-    valid = torch.zeros(len(prompts), P, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, P - len(p):] = torch.tensor(p)
-        valid[i, P - len(p):] = True
-    return ids, valid
 
 
 class _Bf16Linears:
@@ -51,7 +41,7 @@ def test_bf16_decoder_matches_hf_with_bf16_linears(arch):
     the decoder multiplies in bf16 and does nothing else differently. The head ran in bf16: bf16 logits."""
     model = tiny_model(arch, seed=3)
     dec = FastDecoder(model, matmul_dtype="bfloat16")
-    ids, valid = _left_pad(PROMPTS)
+    ids, valid = left_pad(PROMPTS)
     dec.start(len(PROMPTS), ids.shape[1] + 3)
     logits = dec.prefill(ids, valid)
     extra = torch.tensor([11, 12, 13])

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from anemone_rl.algorithms import entropy_from_logits, token_logprobs
+from anemone_rl.generation.decoders import left_pad
 
 
 def prompt_lengths(response_mask: torch.Tensor) -> torch.Tensor | None:
@@ -53,15 +54,11 @@ def shared_prompt_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     B, L = input_ids.shape
     dev = input_ids.device
     rlen = attention_mask.sum(-1) - plen  # (B,) response tokens per row
-    P, R = max(map(len, prompts)), int(rlen.max())
+    R = int(rlen.max())
 
     # 1. each distinct prompt once, left-padded: its KV cache and the logits that score the first response token
-    U = len(prompts)
-    p_ids = torch.zeros(U, P, dtype=torch.long, device=dev)
-    p_mask = torch.zeros(U, P, dtype=torch.long, device=dev)
-    for u, p in enumerate(prompts):
-        p_ids[u, P - len(p):] = torch.tensor(p, device=dev)
-        p_mask[u, P - len(p):] = 1
+    p_ids, p_valid = left_pad(prompts, 0, dev)  # (U, P)
+    p_mask = p_valid.long()
     p_pos = (p_mask.cumsum(-1) - 1).clamp_min(0)  # (U, P)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, past_key_values=cache,

@@ -46,6 +46,18 @@ def fast_supported(model: torch.nn.Module) -> bool:
     return getattr(cfg, "hidden_act", "silu") == "silu"
 
 
+def left_pad(prompts: list[list[int]], pad_id: int = 0,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of any lengths -> ids (B, P) with every prompt ending at column P-1, and valid (B, P)."""
+    P = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(prompts), P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        valid[i, P - len(p):] = True
+    return ids.to(device), valid.to(device)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

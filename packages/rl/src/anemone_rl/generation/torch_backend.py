@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from anemone_rl.generation.base import Completion, SamplingParams
-from anemone_rl.generation.decoders import FastDecoder, build_decoder
+from anemone_rl.generation.decoders import FastDecoder, build_decoder, left_pad
 from anemone_rl.generation.sampling import sample_next
 
 
@@ -53,13 +53,8 @@ class TorchGenerator:
         B = len(prompts)
         if B == 0:
             return []
-        P = max(len(p) for p in prompts)
-        ids = torch.full((B, P), self.pad_id, dtype=torch.long)
-        valid = torch.zeros(B, P, dtype=torch.bool)
-        for i, p in enumerate(prompts):  # left padding: every prompt ends at column P-1
-            ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            valid[i, P - len(p):] = True
-        ids, valid = ids.to(device), valid.to(device)
+        ids, valid = left_pad(prompts, self.pad_id, device)  # (B, P) each
+        P = ids.shape[1]
         gen = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
         stop_ids = set() if params.ignore_eos else set(self.eos_token_ids)
         stop_ids |= set(params.stop_token_ids)
