@@ -60,3 +60,13 @@ def test_the_prompts_run_once_and_sharing_steps_aside_when_it_cannot_help():
                                   one_each["response_mask"]) is None
     empty = build_batch([PROMPTS[0]] * 2, [[40], []], pad_id=0)
     assert prompt_lengths(empty["response_mask"]) is None
+
+
+def test_sliding_window_models_take_the_plain_forward():
+    model = tiny_model("qwen2", seed=7, use_sliding_window=True, sliding_window=4)
+    batch = _batch()
+    assert shared_prompt_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]) is None
+    lp, _ = forward_logprobs(model, batch["input_ids"], batch["attention_mask"], response_mask=batch["response_mask"],
+                             share_prompts=True)  # falls back: still the model's logprobs
+    plain, _ = forward_logprobs(model, batch["input_ids"], batch["attention_mask"], response_mask=batch["response_mask"])
+    torch.testing.assert_close(lp, plain)

@@ -35,7 +35,7 @@ class GRPOAlgoConfig(AnemoneConfig):
     gen_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
     """Precision of the torch generator's weight matmuls: bfloat16 (fp32 accumulation, the rest fp32; needs a
     CPU with AMX or AVX512-BF16, or a GPU) samples 2-4x faster at batch >= 8 on such a CPU; its logprobs then
-    differ from the trainer's by bf16 rounding (metric `logprob_mismatch_mean`, ~0.03 per token on the
+    differ from the trainer's by bf16 rounding (metric `logprob_mismatch`, ~0.02-0.03 per token on the
     embedded model). The trainer recomputes every logprob the loss uses, so this changes only which tokens
     are sampled, as a bf16 vLLM does."""
     eps_low: float = Field(0.2, ge=0)

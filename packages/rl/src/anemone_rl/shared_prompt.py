@@ -42,9 +42,13 @@ def shared_prompt_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
                            response_mask: torch.Tensor, temperature: float = 1.0, with_entropy: bool = False,
                            ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """Response token logprobs (B, L-1) in the `response_mask` layout (0 elsewhere), and entropies if asked;
-    None when sharing cannot help (every prompt distinct) or does not apply (a row without response tokens)."""
+    None when sharing cannot help (every prompt distinct) or does not apply (a row without response tokens; a
+    model with sliding-window attention, whose cache keeps only a window)."""
     from transformers import DynamicCache
 
+    cfg = model.config
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return None
     plen = prompt_lengths(response_mask)
     if plen is None:
         return None
