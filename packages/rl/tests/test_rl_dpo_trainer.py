@@ -195,3 +195,19 @@ def test_dpo_with_the_shared_prompt_forward_matches_the_plain_forward(tiny_dir, 
                 assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (b["step"], k)
     margins = [r["margin"] for r in m1 if "margin" in r]
     assert len(margins) == 3 and margins[-1] != margins[0]  # the runs moved: not a comparison of two no-ops
+
+
+def test_a_run_from_before_a_new_option_resumes_if_the_option_keeps_its_default(tiny_dir, tmp_path):
+    """A checkpoint written before `dpo.share_prompt_forward` existed: resuming with the default is the same
+    run; with another value it is a different config."""
+    from anemone_core.errors import AnemoneError
+
+    out = tmp_path / "old"
+    train_dpo(_dpo(tiny_dir, out, "dpo.steps=1", "data.eval=null"))
+    state = out / "checkpoints" / "step-000001" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["config"]["dpo"]["share_prompt_forward"]  # as an older anemone-rl wrote it
+    state.write_text(json.dumps(saved))
+    with pytest.raises(AnemoneError, match=r"different config \(sections \['dpo'\]\)"):
+        train_dpo(_dpo(tiny_dir, out, "dpo.steps=2", "data.eval=null", "dpo.share_prompt_forward=false"))
+    assert train_dpo(_dpo(tiny_dir, out, "dpo.steps=2", "data.eval=null"))["start_step"] == 1

@@ -137,7 +137,8 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out)
     conf = cfg.model_dump(mode="json")
-    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.dpo.steps, "dpo.steps")
+    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.dpo.steps, "dpo.steps",
+                                  type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
     torch.manual_seed(cfg.run.seed)
     model, tokenizer = load_policy(str(ckpt / "model") if ckpt else cfg.model.path, cfg.model.dtype)

@@ -108,7 +108,8 @@ def train(cfg: GRPOConfig, stop_after: int | None = None) -> dict[str, Any]:
 
     out = Path(cfg.run.out).absolute()  # workers may run elsewhere: give them absolute paths
     conf = cfg.model_dump(mode="json")
-    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.grpo.steps, "grpo.steps")
+    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.grpo.steps, "grpo.steps",
+                                  type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
     tokenizer = load_tokenizer(cfg.model.path)
     items = LazyMap(load_rows(cfg.data.train, field="data.train"),

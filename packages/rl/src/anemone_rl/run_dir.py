@@ -30,7 +30,7 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
 
 
 def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int | None = None,
-            steps_key: str | None = None) -> tuple[int, Path | None]:
+            steps_key: str | None = None, defaults: dict[str, Any] | None = None) -> tuple[int, Path | None]:
     """-> (step to start from, checkpoint folder to resume from or None).
 
     The starting model (`config["model"]["path"]`) is checked first: a wrong path neither creates `out` nor
@@ -38,7 +38,10 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
 
     `steps_key` ("dpo.steps") names the step count in `config`: it may differ from the checkpoint's, so a
     finished run is extended by raising it (the data order is a function of seed and step; a decaying lr
-    schedule follows the new length from the resumed step on)."""
+    schedule follows the new length from the resumed step on).
+
+    `defaults` (the config class's defaults, same layout) lets a run written by an older version resume: a
+    field its checkpoint lacks counts as unchanged when the current value is that field's default."""
     resolve_model(config.get("model", {}).get("path"))  # raises, naming the path and the fix
     if overwrite and out.exists():
         shutil.rmtree(out)
@@ -53,6 +56,8 @@ def prepare(out: Path, config: dict[str, Any], overwrite: bool, total_steps: int
     saved = json.loads((folder / "state.json").read_text())
     free = (steps_key, *NOT_COMPARED)
     before, now = _without(saved.get("config", {}), free), _without(config, free)
+    if defaults:
+        before = _with_new_defaults(before, now, defaults)
     if before != now:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise AnemoneError(f"run.out = {str(out)!r} holds a run with a different config (sections {changed}): "
@@ -76,6 +81,20 @@ def _without(config: dict[str, Any], dotted: tuple[str | None, ...]) -> dict[str
         drop.setdefault(section, set()).add(key)
     return {k: ({f: v for f, v in s.items() if f not in drop[k]} if k in drop and isinstance(s, dict) else s)
             for k, s in config.items()}
+
+
+def _with_new_defaults(before: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`before` with the fields it lacks (section.field) taken from `now` where `now` holds the default."""
+    out = dict(before)
+    for section, fields in now.items():
+        old = before.get(section)
+        if not (isinstance(fields, dict) and isinstance(old, dict)):
+            continue
+        known = defaults.get(section, {})
+        added = {f: v for f, v in fields.items() if f not in old and f in known and known[f] == v}
+        if added:
+            out[section] = old | added
+    return out
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -76,7 +76,8 @@ def train(cfg: SFTConfig, stop_after: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out)
     conf = cfg.model_dump(mode="json")
-    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.sft.steps, "sft.steps")
+    start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.sft.steps, "sft.steps",
+                                  type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
     torch.manual_seed(cfg.run.seed)
     model, tokenizer = load_policy(str(ckpt / "model") if ckpt else cfg.model.path, cfg.model.dtype)
