@@ -75,8 +75,7 @@ def shared_prompt_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
         rows.update(layer.keys.index_select(0, which), layer.values.index_select(0, which), i)
     r_ids = torch.zeros(B, R, dtype=torch.long, device=dev)
     r_mask = torch.zeros(B, R, dtype=torch.long, device=dev)
-    starts = plen.tolist()
-    for b, (s, n) in enumerate(zip(starts, rlen.tolist(), strict=True)):
+    for b, (s, n) in enumerate(zip(plen.tolist(), rlen.tolist(), strict=True)):
         r_ids[b, :n] = input_ids[b, s : s + n]
         r_mask[b, :n] = 1
     r_pos = plen[:, None] + torch.arange(R, device=dev)[None]  # (B, R): positions continue each prompt
@@ -98,4 +97,3 @@ def shared_prompt_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: 
     if ent is not None:
         ent = torch.zeros(B, L - 1, dtype=ent.dtype, device=dev).scatter_add(1, cols, ent * keep)
     return full, ent
-
