@@ -137,6 +137,10 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out)
     conf = cfg.model_dump(mode="json")
+    # the data first: a missing or malformed file is refused before run.out is made (or wiped)
+    train_rows = load_preference_rows(cfg.data.train, "data.train", cfg.run.seed, cfg.data.pairs_per_question)
+    eval_rows = (load_preference_rows(cfg.data.eval, "data.eval", EVAL_PAIRS_SEED)[: cfg.data.eval_pairs]
+                 if cfg.data.eval else [])
     start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.dpo.steps, "dpo.steps",
                                   type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
@@ -144,12 +148,10 @@ def train(cfg: DPOConfig, stop_after: int | None = None) -> dict[str, Any]:
     model, tokenizer = load_policy(str(ckpt / "model") if ckpt else cfg.model.path, cfg.model.dtype)
     reference, _ = load_policy(cfg.model.path, cfg.model.dtype, train=False)
     pad_id = int(tokenizer.pad_token_id)
-    pairs = LazyMap(load_preference_rows(cfg.data.train, "data.train", cfg.run.seed, cfg.data.pairs_per_question),
-                    pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.train"))
+    pairs = LazyMap(train_rows, pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.train"))
     eval_pairs: list[tuple[dict, dict]] = []
-    if cfg.data.eval:
-        rows = load_preference_rows(cfg.data.eval, "data.eval", EVAL_PAIRS_SEED)[: cfg.data.eval_pairs]
-        eval_pairs = LazyMap(rows, pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.eval")).all()
+    if eval_rows:
+        eval_pairs = LazyMap(eval_rows, pair_tokenizer(tokenizer, cfg.dpo.max_length, "data.eval")).all()
     state = LocalState(model, tokenizer, cfg.optim, cfg.dpo.steps)
     if ckpt is not None:
         state.load_optimizer(ckpt)

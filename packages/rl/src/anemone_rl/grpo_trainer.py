@@ -108,15 +108,17 @@ def train(cfg: GRPOConfig, stop_after: int | None = None) -> dict[str, Any]:
 
     out = Path(cfg.run.out).absolute()  # workers may run elsewhere: give them absolute paths
     conf = cfg.model_dump(mode="json")
+    # the data first: a missing or malformed file is refused before run.out is made (or wiped)
+    train_rows = load_rows(cfg.data.train, field="data.train")
+    eval_rows = (load_rows(cfg.data.eval, split="test", field="data.eval")[: cfg.data.eval_prompts]
+                 if cfg.data.eval else [])
     start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.grpo.steps, "grpo.steps",
                                   type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
     tokenizer = load_tokenizer(cfg.model.path)
-    items = LazyMap(load_rows(cfg.data.train, field="data.train"),
-                    prompt_tokenizer(tokenizer, cfg.data.max_prompt_tokens, "data.train"))
+    items = LazyMap(train_rows, prompt_tokenizer(tokenizer, cfg.data.max_prompt_tokens, "data.train"))
     eval_items = []
-    if cfg.data.eval:
-        eval_rows = load_rows(cfg.data.eval, split="test", field="data.eval")[: cfg.data.eval_prompts]
+    if eval_rows:
         eval_items = LazyMap(eval_rows, prompt_tokenizer(tokenizer, cfg.data.max_prompt_tokens, "data.eval")).all()
     w = start_workers(cfg, resume_from=ckpt)
     pad_id = int(tokenizer.pad_token_id)

@@ -76,15 +76,16 @@ def train(cfg: SFTConfig, stop_after: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.out)
     conf = cfg.model_dump(mode="json")
+    # the data first: a missing or malformed file is refused before run.out is made (or wiped)
+    train_rows = load_rows(cfg.data.train, field="data.train")
+    eval_rows = load_rows(cfg.data.eval, split="test", field="data.eval")[: cfg.data.eval_prompts] if cfg.data.eval else []
     start, ckpt = run_dir.prepare(out, conf, cfg.run.overwrite, cfg.sft.steps, "sft.steps",
                                   type(cfg)().model_dump(mode="json"))
     write_run_config(out, cfg)
     torch.manual_seed(cfg.run.seed)
     model, tokenizer = load_policy(str(ckpt / "model") if ckpt else cfg.model.path, cfg.model.dtype)
     pad_id = int(tokenizer.pad_token_id)
-    examples = LazyMap(load_rows(cfg.data.train, field="data.train"),
-                       sft_tokenizer(tokenizer, cfg.sft.max_length, "data.train"))
-    eval_rows = load_rows(cfg.data.eval, split="test", field="data.eval")[: cfg.data.eval_prompts] if cfg.data.eval else []
+    examples = LazyMap(train_rows, sft_tokenizer(tokenizer, cfg.sft.max_length, "data.train"))
     state = LocalState(model, tokenizer, cfg.optim, cfg.sft.steps)
     if ckpt is not None:
         state.load_optimizer(ckpt)
