@@ -212,18 +212,3 @@ def test_a_run_from_before_a_new_option_resumes_if_the_option_keeps_its_default(
         train_dpo(_dpo(tiny_dir, out, "dpo.steps=2", "data.eval=null", "dpo.share_prompt_forward=false"))
     assert train_dpo(_dpo(tiny_dir, out, "dpo.steps=2", "data.eval=null"))["start_step"] == 1
 
-
-@pytest.mark.parametrize("verb", ["sft", "dpo", "grpo"])
-def test_a_malformed_data_file_leaves_no_run_folder(tiny_dir, tmp_path, verb):
-    from anemone_core.errors import AnemoneError
-    from anemone_rl.grpo_config import GRPOConfig
-    from anemone_rl.grpo_trainer import train as train_grpo
-
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "1 + 1", "answer": \n')
-    out = tmp_path / "run"
-    cls, fn = {"sft": (SFTConfig, train_sft), "dpo": (DPOConfig, train_dpo), "grpo": (GRPOConfig, train_grpo)}[verb]
-    cfg = load_config(cls, None, [f"model.path={tiny_dir}", f"run.out={out}", f"data.train={bad}"])
-    with pytest.raises(AnemoneError, match="line 1 is not JSON"):
-        fn(cfg)
-    assert not out.exists()

@@ -21,6 +21,7 @@ from anemone_rl.algorithms import equal_reward_groups, group_advantages
 from anemone_rl.data import load_rows, prompt_messages
 from anemone_rl.data.lazy import LazyMap
 from anemone_rl.data.order import step_indices
+from anemone_rl.envs.registry import resolve_reward
 from anemone_rl.generation import SamplingParams
 from anemone_rl.grpo_config import GRPOConfig
 from anemone_rl.policy import build_batch, place_response_values
@@ -108,7 +109,9 @@ def train(cfg: GRPOConfig, stop_after: int | None = None) -> dict[str, Any]:
 
     out = Path(cfg.run.out).absolute()  # workers may run elsewhere: give them absolute paths
     conf = cfg.model_dump(mode="json")
-    # the data first: a missing or malformed file is refused before run.out is made (or wiped)
+    # the data and the reward function first: a missing or malformed file, or a reward that does not import, is
+    # refused here, before run.out is made (or wiped) and before it could only fail inside a Ray actor
+    resolve_reward(cfg.env.reward)
     train_rows = load_rows(cfg.data.train, field="data.train")
     eval_rows = (load_rows(cfg.data.eval, split="test", field="data.eval")[: cfg.data.eval_prompts]
                  if cfg.data.eval else [])
