@@ -85,6 +85,24 @@ def test_sampled_logprobs_match_trainer_at_temperature_and_compaction():
     assert [o.token_ids for o in again] == [o.token_ids for o in outs]  # seeded: reproducible
 
 
+def test_hf_fallback_compacts_finished_rows_and_keeps_trainer_logprobs():
+    """Mixtral runs through HFDecoder: finished rows leave its DynamicCache, the rest decode as before."""
+    model = tiny_model("mixtral", seed=2)
+    gen = TorchGenerator(model, eos_token_ids=list(range(2, 60)))  # many EOS ids: rows finish at different steps
+    assert isinstance(gen.decoder, HFDecoder) and gen.decoder.compacts
+    kept = []
+    keep = gen.decoder.keep
+    gen.decoder.keep = lambda rows: kept.append(len(rows)) or keep(rows)
+    prompts = PROMPTS * 3
+    outs = gen.generate(prompts, SamplingParams(max_tokens=20, temperature=0.7, seed=0))
+    assert kept and any(o.finish_reason == "eos" for o in outs)  # the batch shrank at least once
+    for p, out in zip(prompts, outs, strict=True):
+        full = torch.tensor([p + out.token_ids])
+        with torch.no_grad():
+            lp = token_logprobs(model(full).logits[:, len(p) - 1 : -1], full[:, len(p):], temperature=0.7)[0]
+        torch.testing.assert_close(torch.tensor(out.logprobs), lp, atol=1e-4, rtol=1e-4)
+
+
 def test_top_k_and_top_p_restrict_support():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]]).repeat(400, 1)
     g = torch.Generator().manual_seed(0)

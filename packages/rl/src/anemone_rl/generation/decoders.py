@@ -226,7 +226,9 @@ class FastDecoder:
 
 
 class HFDecoder:
-    """Any HF causal LM through its own forward and DynamicCache (no row compaction)."""
+    """Any HF causal LM through its own forward and DynamicCache."""
+
+    compacts = True  # finished rows leave the cache (`keep`, through the cache's own batch selection)
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -242,7 +244,10 @@ class HFDecoder:
         self.pos: torch.Tensor | None = None
 
     def keep(self, rows: torch.Tensor) -> None:
-        raise NotImplementedError("HFDecoder does not compact rows")
+        """Drop finished rows: rows (B',) indices to keep, from every cache layer, the mask and the positions."""
+        assert self.mask is not None and self.pos is not None
+        self.cache.batch_select_indices(rows)
+        self.mask, self.pos = self.mask[rows], self.pos[rows]
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from anemone_rl.generation.base import Completion, SamplingParams
-from anemone_rl.generation.decoders import FastDecoder, build_decoder, left_pad
+from anemone_rl.generation.decoders import build_decoder, left_pad
 from anemone_rl.generation.sampling import sample_next
 
 
@@ -85,7 +85,7 @@ class TorchGenerator:
             active = [j for j, r in enumerate(rows.tolist()) if reason[r] is None]
             if not active or step == params.max_tokens - 1:
                 break
-            if isinstance(dec, FastDecoder) and dec.compacts and len(active) <= 0.75 * len(rows):
+            if dec.compacts and len(active) <= 0.75 * len(rows):
                 keep = torch.tensor(active, dtype=torch.long)
                 dec.keep(keep.to(device))
                 rows, tokens = rows[keep], tokens[keep.to(device)]
