@@ -21,7 +21,7 @@ from anemone_rl.generation.decoders import FastDecoder, _rotate_half
 class CompiledDecoder(FastDecoder):
     """Llama-family decoding with a torch.compile'd, static-shape decode step."""
 
-    compacts = False
+    compacts = False  # `keep` works (FastDecoder's), but each new batch size compiles a new graph: the loop skips it
     transpose_on_cpu = False  # the compiled step multiplies by the HF (out, in) layout; inductor picks its own
 
     def __init__(self, model: torch.nn.Module, mode: str | None = None) -> None:
@@ -36,9 +36,6 @@ class CompiledDecoder(FastDecoder):
         x = torch.zeros(1, 1, p.shape[1], dtype=p.dtype, device=p.device)
         cos, sin = self.model.model.rotary_emb(x, positions)  # (1, max_len, D): the same values as per-step calls
         self.cos_table, self.sin_table = cos[0], sin[0]  # (max_len, D)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        raise NotImplementedError("CompiledDecoder keeps its batch size fixed (see compacts)")
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
